@@ -1,0 +1,44 @@
+"""Login, logout and the login requirement of dashboard pages."""
+
+import pytest
+
+
+@pytest.mark.parametrize("path", ["/", "/emails"])
+def test_pages_need_login(client, path):
+    response = client.get(path)
+
+    assert response.status_code == 302
+    assert "/login" in response.headers["Location"]
+
+
+def test_login_with_right_password_opens_dashboard(logged_in_client):
+    response = logged_in_client.get("/")
+
+    assert response.status_code == 200
+    assert "Entwürfe" in response.get_data(as_text=True)
+
+
+def test_login_with_wrong_password_shows_error_beside_field(app, client, coordinator):
+    app.config["WTF_CSRF_ENABLED"] = False
+    response = client.post(
+        "/login", data={"email": coordinator.email, "password": "falsch"}
+    )
+    app.config["WTF_CSRF_ENABLED"] = True
+
+    assert response.status_code == 200
+    assert "E-Mail oder Passwort ist falsch." in response.get_data(as_text=True)
+
+
+def test_login_form_without_csrf_token_is_refused(client, coordinator):
+    response = client.post(
+        "/login", data={"email": coordinator.email, "password": "geheim-123"}
+    )
+
+    assert response.status_code == 400
+
+
+def test_health_needs_no_login(client):
+    response = client.get("/health")
+
+    assert response.status_code == 200
+    assert response.get_json()["database"] == "ok"

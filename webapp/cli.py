@@ -1,0 +1,30 @@
+"""`flask` commands: users, import, batching, demo data."""
+
+import click
+from flask import Flask
+
+from webapp.extensions import db
+from webapp.models import Role, User
+
+
+def register_cli(app: Flask) -> None:
+    """Attach the service's commands to the app's CLI."""
+    app.cli.add_command(create_user)
+
+
+@click.command("create-user")
+@click.argument("email")
+@click.argument("name")
+@click.option(
+    "--role",
+    type=click.Choice([role.value for role in Role]),
+    default=Role.COORDINATOR.value,
+)
+@click.password_option()
+def create_user(email: str, name: str, role: str, password: str) -> None:
+    """Create a staff user."""
+    user = User(email=email.strip().lower(), name=name, role=role)
+    user.set_password(password)
+    db.session.add(user)
+    db.session.commit()
+    click.echo(f"created user {user.id} ({role})")

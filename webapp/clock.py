@@ -1,0 +1,36 @@
+"""Clocks: code that depends on "now" takes one, so tests can move time."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """Something that tells the current time as naive UTC."""
+
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    """The real clock; times are naive UTC, as stored in the database."""
+
+    def now(self) -> datetime:
+        """Return the current time in UTC without tzinfo."""
+        return datetime.now(UTC).replace(tzinfo=None)
+
+
+class FixedClock:
+    """A clock that stands still until moved; for tests."""
+
+    def __init__(self, start: datetime) -> None:
+        self.current = start
+
+    def now(self) -> datetime:
+        """Return the clock's current time."""
+        return self.current
+
+    def advance(self, **kwargs: float) -> None:
+        """Move the clock forward by a timedelta's keyword arguments."""
+        self.current += timedelta(**kwargs)
+
+
+system_clock = SystemClock()

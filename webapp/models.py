@@ -1,0 +1,246 @@
+"""Database models of the communication service."""
+
+from datetime import date, datetime
+from enum import StrEnum
+
+from flask_login import UserMixin
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from webapp.clock import system_clock
+from webapp.extensions import db
+
+
+def _now() -> datetime:
+    return system_clock.now()
+
+
+class Role(StrEnum):
+    COORDINATOR = "coordinator"
+    SUPERVISOR = "supervisor"
+    ADMIN = "admin"
+
+
+class EmailStatus(StrEnum):
+    DRAFT = "entwurf"
+    QUEUED = "in_warteschlange"
+    SENDING = "wird_gesendet"
+    SENT = "gesendet"
+    FAILED = "fehlgeschlagen"
+    DISCARDED = "verworfen"
+
+
+class EmailKind(StrEnum):
+    INITIAL_CONTACT = "initial_contact"
+    BATCH_REQUEST = "batch_request"
+    FOLLOW_UP = "follow_up"
+    CONFIRMATION = "confirmation"
+
+
+# Lower number drains first (DESIGN.md rule 4).
+KIND_PRIORITY = {
+    EmailKind.CONFIRMATION: 1,
+    EmailKind.FOLLOW_UP: 2,
+    EmailKind.INITIAL_CONTACT: 3,
+    EmailKind.BATCH_REQUEST: 3,
+}
+
+# Kinds that count against the weekly cap; confirmations answer the therapist.
+CAPPED_KINDS = (
+    EmailKind.INITIAL_CONTACT,
+    EmailKind.BATCH_REQUEST,
+    EmailKind.FOLLOW_UP,
+)
+
+
+class PlacementStatus(StrEnum):
+    OPEN = "offen"
+    ACCEPTED = "angenommen"
+    DECLINED = "abgelehnt"
+    WITHDRAWN = "zurueckgezogen"
+
+
+class AttemptOutcome(StrEnum):
+    SENT = "gesendet"
+    TRANSIENT = "voruebergehend"
+    PERMANENT = "dauerhaft"
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(120))
+    role: Mapped[str] = mapped_column(String(20), default=Role.COORDINATOR)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+
+    def set_password(self, password: str) -> None:
+        """Store a salted hash of the password."""
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        """Tell whether the password matches the stored hash."""
+        return check_password_hash(self.password_hash, password)
+
+    @property
+    def is_active(self) -> bool:
+        return self.active
+
+
+class ApiToken(db.Model):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Therapist(db.Model):
+    __tablename__ = "therapists"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(64), unique=True)
+    salutation: Mapped[str | None] = mapped_column(String(10))
+    title: Mapped[str | None] = mapped_column(String(40))
+    first_name: Mapped[str] = mapped_column(String(100))
+    last_name: Mapped[str] = mapped_column(String(100))
+    email: Mapped[str | None] = mapped_column(String(254))
+    phone: Mapped[str | None] = mapped_column(String(40))
+    federal_state: Mapped[str] = mapped_column(String(2))
+    # List of {"weekday": 0-6, "start": "HH:MM", "end": "HH:MM"}, local time.
+    phone_availability: Mapped[list] = mapped_column(JSON, default=list)
+    potentially_available: Mapped[bool] = mapped_column(Boolean, default=False)
+    knows_platform: Mapped[bool] = mapped_column(Boolean, default=False)
+    next_contact_after: Mapped[date | None] = mapped_column(Date)
+    blocked: Mapped[bool] = mapped_column(Boolean, default=False)
+    blocked_reason: Mapped[str | None] = mapped_column(Text)
+    # Bumped by an UPDATE to serialise cap checks on this therapist.
+    cap_lock: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime, default=_now, onupdate=_now
+    )
+
+    placement_requests: Mapped[list["PlacementRequest"]] = relationship(
+        back_populates="therapist"
+    )
+
+    @property
+    def full_name(self) -> str:
+        """Name with title, as written in an address line."""
+        parts = [self.title, self.first_name, self.last_name]
+        return " ".join(part for part in parts if part)
+
+
+email_placement_requests = Table(
+    "email_placement_requests",
+    db.metadata,
+    Column("email_id", ForeignKey("emails.id"), primary_key=True),
+    Column("placement_request_id", ForeignKey("placement_requests.id"), primary_key=True),
+)
+
+
+class PlacementRequest(db.Model):
+    __tablename__ = "placement_requests"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(64), unique=True)
+    therapist_id: Mapped[int] = mapped_column(ForeignKey("therapists.id"), index=True)
+    patient_pseudonym: Mapped[str] = mapped_column(String(64))
+    patient_age: Mapped[int] = mapped_column(Integer)
+    patient_gender: Mapped[str] = mapped_column(String(20))
+    diagnosis_code: Mapped[str] = mapped_column(String(20))
+    time_availability: Mapped[str] = mapped_column(Text, default="")
+    patient_registered_at: Mapped[datetime] = mapped_column(DateTime)
+    status: Mapped[str] = mapped_column(String(20), default=PlacementStatus.OPEN)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime, default=_now, onupdate=_now
+    )
+
+    therapist: Mapped[Therapist] = relationship(back_populates="placement_requests")
+
+
+class Email(db.Model):
+    __tablename__ = "emails"
+    __table_args__ = (
+        Index("ix_emails_due", "status", "priority", "next_attempt_at"),
+        Index("ix_emails_therapist_status", "therapist_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    therapist_id: Mapped[int] = mapped_column(ForeignKey("therapists.id"))
+    kind: Mapped[str] = mapped_column(String(20))
+    priority: Mapped[int] = mapped_column(Integer, default=3)
+    subject: Mapped[str] = mapped_column(String(255))
+    body_html: Mapped[str] = mapped_column(Text)
+    body_text: Mapped[str] = mapped_column(Text)
+    recipient_email: Mapped[str] = mapped_column(String(254))
+    recipient_name: Mapped[str] = mapped_column(String(255))
+    sender_email: Mapped[str] = mapped_column(String(254))
+    sender_name: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(20), default=EmailStatus.DRAFT)
+    message_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # The whole message, serialised once at approval (without Date).
+    mime_bytes: Mapped[bytes | None] = mapped_column(LargeBinary)
+    approved_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    approved_at: Mapped[datetime | None] = mapped_column(DateTime)
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(120))
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    retry_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime, default=_now, onupdate=_now
+    )
+
+    therapist: Mapped[Therapist] = relationship()
+    approved_by: Mapped[User | None] = relationship()
+    placement_requests: Mapped[list[PlacementRequest]] = relationship(
+        secondary=email_placement_requests, order_by=PlacementRequest.id
+    )
+    attempts: Mapped[list["DeliveryAttempt"]] = relationship(
+        back_populates="email", order_by="DeliveryAttempt.id"
+    )
+
+    @property
+    def placement_request_ids(self) -> list[int]:
+        """Ids of the placement requests this email carries."""
+        return [request.id for request in self.placement_requests]
+
+
+class DeliveryAttempt(db.Model):
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email_id: Mapped[int] = mapped_column(ForeignKey("emails.id"), index=True)
+    attempted_at: Mapped[datetime] = mapped_column(DateTime)
+    worker: Mapped[str] = mapped_column(String(120))
+    smtp_code: Mapped[int | None] = mapped_column(Integer)
+    smtp_reply: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(20))
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+
+    email: Mapped[Email] = relationship(back_populates="attempts")

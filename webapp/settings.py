@@ -1,0 +1,99 @@
+"""Settings read from environment variables, with safe defaults."""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+INSTANCE_DIR = PROJECT_ROOT / "instance"
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _env_intervals(name: str, default: str) -> list[int]:
+    raw = os.environ.get(name) or default
+    try:
+        values = [int(part) for part in raw.split(",") if part.strip()]
+    except ValueError as exc:
+        raise ValueError(f"{name} must be comma-separated seconds") from exc
+    if any(value <= 0 for value in values):
+        raise ValueError(f"{name} must hold positive seconds")
+    return values
+
+
+def _default_database_url() -> str:
+    return f"sqlite:///{INSTANCE_DIR / 'comms.db'}"
+
+
+@dataclass
+class Settings:
+    """Every setting of the service; `from_env` reads them at start."""
+
+    SECRET_KEY: str = "dev-only-secret-change-me"
+    SQLALCHEMY_DATABASE_URI: str = field(default_factory=_default_database_url)
+    REDIS_URL: str | None = None
+
+    SMTP_HOST: str = "127.0.0.1"
+    SMTP_PORT: int = 8025
+    SMTP_SECURITY: str = "none"  # none, starttls or tls
+    SMTP_USERNAME: str | None = None
+    SMTP_PASSWORD: str | None = None
+    SMTP_TIMEOUT: int = 30
+
+    MAIL_SENDER_EMAIL: str = "vermittlung@therapieplatz.example"
+    MAIL_SENDER_NAME: str = "Therapieplatz-Vermittlung"
+
+    WEEKLY_CAP_DAYS: int = 7
+    BATCH_MAX_REQUESTS: int = 6
+    RETRY_INTERVALS: list[int] = field(default_factory=lambda: [60, 300, 900, 3600])
+    SEND_CHUNK_SIZE: int = 200
+
+    TIMEZONE: str = "Europe/Berlin"
+    WTF_CSRF_TIME_LIMIT: int | None = None
+    SESSION_COOKIE_HTTPONLY: bool = True
+    SESSION_COOKIE_SAMESITE: str = "Lax"
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        """Build settings from the environment and check them."""
+        env = os.environ
+        settings = cls(
+            SECRET_KEY=env.get("SECRET_KEY", cls.SECRET_KEY),
+            SQLALCHEMY_DATABASE_URI=env.get("DATABASE_URL") or _default_database_url(),
+            REDIS_URL=env.get("REDIS_URL") or None,
+            SMTP_HOST=env.get("SMTP_HOST", cls.SMTP_HOST),
+            SMTP_PORT=_env_int("SMTP_PORT", cls.SMTP_PORT),
+            SMTP_SECURITY=env.get("SMTP_SECURITY", cls.SMTP_SECURITY).lower(),
+            SMTP_USERNAME=env.get("SMTP_USERNAME") or None,
+            SMTP_PASSWORD=env.get("SMTP_PASSWORD") or None,
+            SMTP_TIMEOUT=_env_int("SMTP_TIMEOUT", cls.SMTP_TIMEOUT),
+            MAIL_SENDER_EMAIL=env.get("MAIL_SENDER_EMAIL", cls.MAIL_SENDER_EMAIL),
+            MAIL_SENDER_NAME=env.get("MAIL_SENDER_NAME", cls.MAIL_SENDER_NAME),
+            WEEKLY_CAP_DAYS=_env_int("WEEKLY_CAP_DAYS", cls.WEEKLY_CAP_DAYS),
+            BATCH_MAX_REQUESTS=_env_int("BATCH_MAX_REQUESTS", cls.BATCH_MAX_REQUESTS),
+            RETRY_INTERVALS=_env_intervals("RETRY_INTERVALS", "60,300,900,3600"),
+            SEND_CHUNK_SIZE=_env_int("SEND_CHUNK_SIZE", cls.SEND_CHUNK_SIZE),
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Refuse settings that cannot work."""
+        if self.SMTP_SECURITY not in {"none", "starttls", "tls"}:
+            raise ValueError("SMTP_SECURITY must be none, starttls or tls")
+        if self.BATCH_MAX_REQUESTS < 1:
+            raise ValueError("BATCH_MAX_REQUESTS must be at least 1")
+        if self.SEND_CHUNK_SIZE < 1:
+            raise ValueError("SEND_CHUNK_SIZE must be at least 1")
+
+    def as_mapping(self) -> dict:
+        """Return the settings as a Flask config mapping."""
+        return dict(self.__dict__)

@@ -1,0 +1,30 @@
+"""Web layer: blueprints, template helpers and response headers."""
+
+from flask import Flask, Response
+
+from webapp.web import filters
+
+
+def register_web(app: Flask) -> None:
+    """Register every blueprint and the shared template helpers."""
+    from webapp.web.api import api
+    from webapp.web.auth import auth
+    from webapp.web.dashboard import dashboard
+
+    app.register_blueprint(auth)
+    app.register_blueprint(dashboard)
+    app.register_blueprint(api, url_prefix="/api")
+    filters.register(app)
+    app.after_request(_security_headers)
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline';"
+        " frame-src 'self'; frame-ancestors 'self'",
+    )
+    return response

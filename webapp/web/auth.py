@@ -1,0 +1,74 @@
+"""Login and logout of staff users."""
+
+import logging
+from urllib.parse import urlsplit
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import login_required, login_user, logout_user
+from flask_wtf import FlaskForm
+from wtforms import EmailField, PasswordField
+from wtforms.validators import DataRequired
+
+from webapp.extensions import db, login_manager
+from webapp.models import User
+
+log = logging.getLogger(__name__)
+
+auth = Blueprint("auth", __name__)
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("E-Mail", validators=[DataRequired("Bitte E-Mail angeben.")])
+    password = PasswordField(
+        "Passwort", validators=[DataRequired("Bitte Passwort angeben.")]
+    )
+
+
+@login_manager.user_loader
+def load_user(user_id: str) -> User | None:
+    return db.session.get(User, int(user_id))
+
+
+@auth.route("/login", methods=["GET", "POST"])
+def login():
+    """Show the login form and sign the user in."""
+    form = LoginForm()
+    if form.validate_on_submit():
+        email = form.email.data.strip().lower()
+        user = db.session.scalar(db.select(User).filter_by(email=email))
+        if user and user.is_active and user.check_password(form.password.data):
+            login_user(user)
+            log.info("user %s logged in", user.id)
+            return redirect(_safe_next(request.args.get("next")))
+        log.info("failed login attempt")
+        form.password.errors.append("E-Mail oder Passwort ist falsch.")
+    return render_template("auth/login.html", form=form)
+
+
+@auth.route("/logout", methods=["POST"])
+@login_required
+def logout():
+    """Sign the user out."""
+    logout_user()
+    flash("Sie wurden abgemeldet.")
+    return redirect(url_for("auth.login"))
+
+
+def _safe_next(target: str | None) -> str:
+    # Only follow local paths, never another host.
+    if target and target.startswith("/") and not urlsplit(target).netloc:
+        return target
+    return url_for("dashboard.drafts")
+
+
+@auth.route("/health")
+def health():
+    """Tell operators whether the database answers."""
+    try:
+        db.session.execute(db.text("SELECT 1"))
+        database = "ok"
+    except Exception:
+        log.exception("health check: database unreachable")
+        database = "error"
+    status = 200 if database == "ok" else 503
+    return {"database": database}, status
