@@ -201,9 +201,7 @@ def logged_in_client(app, coordinator):
     """A test client signed in as the coordinator, CSRF checks off."""
     app.config["WTF_CSRF_ENABLED"] = False
     client = app.test_client()
-    client.post(
-        "/login", data={"email": coordinator.email, "password": "geheim-123"}
-    )
+    client.post("/login", data={"email": coordinator.email, "password": "geheim-123"})
     yield client
     app.config["WTF_CSRF_ENABLED"] = True
 

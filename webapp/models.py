@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -136,9 +137,7 @@ class Therapist(db.Model):
     # Bumped by an UPDATE to serialise cap checks on this therapist.
     cap_lock: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime, default=_now, onupdate=_now
-    )
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=_now, onupdate=_now)
 
     placement_requests: Mapped[list["PlacementRequest"]] = relationship(
         back_populates="therapist"
@@ -155,7 +154,9 @@ email_placement_requests = Table(
     "email_placement_requests",
     db.metadata,
     Column("email_id", ForeignKey("emails.id"), primary_key=True),
-    Column("placement_request_id", ForeignKey("placement_requests.id"), primary_key=True),
+    Column(
+        "placement_request_id", ForeignKey("placement_requests.id"), primary_key=True
+    ),
 )
 
 
@@ -173,11 +174,15 @@ class PlacementRequest(db.Model):
     patient_registered_at: Mapped[datetime] = mapped_column(DateTime)
     status: Mapped[str] = mapped_column(String(20), default=PlacementStatus.OPEN)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime, default=_now, onupdate=_now
-    )
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=_now, onupdate=_now)
 
     therapist: Mapped[Therapist] = relationship(back_populates="placement_requests")
+
+
+_ONE_DRAFT = "status = 'entwurf' AND kind <> 'confirmation'"
+_ONE_PENDING = (
+    "status IN ('in_warteschlange', 'wird_gesendet') AND kind <> 'confirmation'"
+)
 
 
 class Email(db.Model):
@@ -185,6 +190,22 @@ class Email(db.Model):
     __table_args__ = (
         Index("ix_emails_due", "status", "priority", "next_attempt_at"),
         Index("ix_emails_therapist_status", "therapist_id", "status"),
+        # At most one open draft and one pending request email per therapist:
+        # concurrent batching runs and approvals cannot double up (rules 1-2).
+        Index(
+            "uq_emails_one_draft",
+            "therapist_id",
+            unique=True,
+            postgresql_where=text(_ONE_DRAFT),
+            sqlite_where=text(_ONE_DRAFT),
+        ),
+        Index(
+            "uq_emails_one_pending",
+            "therapist_id",
+            unique=True,
+            postgresql_where=text(_ONE_PENDING),
+            sqlite_where=text(_ONE_PENDING),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -212,9 +233,7 @@ class Email(db.Model):
     error_message: Mapped[str | None] = mapped_column(Text)
     retry_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime, default=_now, onupdate=_now
-    )
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=_now, onupdate=_now)
 
     therapist: Mapped[Therapist] = relationship()
     approved_by: Mapped[User | None] = relationship()

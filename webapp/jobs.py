@@ -1,0 +1,103 @@
+"""RQ jobs: thin wrappers that load settings and call a service."""
+
+import logging
+import os
+import socket
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from flask import Flask, current_app, has_app_context
+
+from webapp.clock import system_clock
+from webapp.extensions import db
+from webapp.models import Email
+from webapp.queueing import default_queue, queue_for_priority
+
+log = logging.getLogger(__name__)
+
+_app: Flask | None = None
+
+
+@contextmanager
+def app_context() -> Iterator[Flask]:
+    """Run inside the current app, or one created once per worker process."""
+    global _app
+    if has_app_context():
+        app = current_app._get_current_object()
+        try:
+            yield app
+        finally:
+            db.session.remove()
+        return
+
+    if _app is None:
+        from webapp import create_app
+
+        _app = create_app()
+    with _app.app_context():
+        try:
+            yield _app
+        finally:
+            db.session.remove()
+
+
+def worker_name() -> str:
+    """Name this process in attempts and claims: host and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def send_due_emails(priority: int) -> dict:
+    """Send every due email of one priority; schedule the retries."""
+    from webapp.sending import SendPolicy, SmtpSettings
+    from webapp.sending import send_due_emails as send
+
+    with app_context() as app:
+        config = app.config
+        policy = SendPolicy(
+            chunk_size=config["SEND_CHUNK_SIZE"],
+            retry_intervals=config["RETRY_INTERVALS"],
+            cap_days=config["WEEKLY_CAP_DAYS"],
+        )
+        report = send(
+            db.session,
+            system_clock,
+            SmtpSettings.from_config(config),
+            worker_name(),
+            policy,
+            priority=priority,
+        )
+        if report.retry_times:
+            _schedule_send(priority, min(report.retry_times))
+        return report.as_dict()
+
+
+def run_batching() -> dict:
+    """Create drafts from open placement requests."""
+    from webapp.batching import run_batching as batch
+
+    with app_context():
+        return batch(db.session, system_clock).as_dict()
+
+
+def enqueue_sending(emails: Iterable[Email]) -> None:
+    """Wake the worker for each priority among these approved emails."""
+    for priority in sorted({email.priority for email in emails}):
+        job = queue_for_priority(priority).enqueue(
+            send_due_emails, priority, job_timeout=600, result_ttl=3600
+        )
+        log.info("send job %s enqueued for priority %s", job.id, priority)
+
+
+def enqueue_batching() -> str:
+    """Queue a batching run; return the job id for progress polling."""
+    job = default_queue().enqueue(run_batching, job_timeout=600, result_ttl=3600)
+    log.info("batching job %s enqueued", job.id)
+    return job.id
+
+
+def _schedule_send(priority: int, when: datetime) -> None:
+    job = queue_for_priority(priority).enqueue_at(
+        when.replace(tzinfo=UTC), send_due_emails, priority, job_timeout=600
+    )
+    log.info("retry job %s scheduled for %s", job.id, when)
