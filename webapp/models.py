@@ -179,7 +179,7 @@ class PlacementRequest(db.Model):
     therapist: Mapped[Therapist] = relationship(back_populates="placement_requests")
 
 
-_ONE_DRAFT = "status = 'entwurf' AND kind <> 'confirmation'"
+_ONE_DRAFT = "status = 'entwurf' AND kind IN ('initial_contact', 'batch_request')"
 _ONE_PENDING = (
     "status IN ('in_warteschlange', 'wird_gesendet') AND kind <> 'confirmation'"
 )
@@ -190,8 +190,8 @@ class Email(db.Model):
     __table_args__ = (
         Index("ix_emails_due", "status", "priority", "next_attempt_at"),
         Index("ix_emails_therapist_status", "therapist_id", "status"),
-        # At most one open draft and one pending request email per therapist:
-        # concurrent batching runs and approvals cannot double up (rules 1-2).
+        # At most one batching draft and one pending request email per
+        # therapist: concurrent runs and approvals cannot double up.
         Index(
             "uq_emails_one_draft",
             "therapist_id",

@@ -113,8 +113,8 @@ def upgrade():
             "uq_emails_one_draft",
             ["therapist_id"],
             unique=True,
-            postgresql_where=sa.text("status = 'entwurf' AND kind <> 'confirmation'"),
-            sqlite_where=sa.text("status = 'entwurf' AND kind <> 'confirmation'"),
+            postgresql_where=sa.text("status = 'entwurf' AND kind IN ('initial_contact', 'batch_request')"),
+            sqlite_where=sa.text("status = 'entwurf' AND kind IN ('initial_contact', 'batch_request')"),
         )
         batch_op.create_index(
             "uq_emails_one_pending",
@@ -217,8 +217,8 @@ def downgrade():
         )
         batch_op.drop_index(
             "uq_emails_one_draft",
-            postgresql_where=sa.text("status = 'entwurf' AND kind <> 'confirmation'"),
-            sqlite_where=sa.text("status = 'entwurf' AND kind <> 'confirmation'"),
+            postgresql_where=sa.text("status = 'entwurf' AND kind IN ('initial_contact', 'batch_request')"),
+            sqlite_where=sa.text("status = 'entwurf' AND kind IN ('initial_contact', 'batch_request')"),
         )
         batch_op.drop_index("ix_emails_therapist_status")
         batch_op.drop_index("ix_emails_due")
