@@ -1,8 +1,11 @@
 """Embedded stand-ins for a new machine: a Valkey server and an SMTP sink."""
 
 import logging
+import os
+import secrets
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -50,3 +53,118 @@ def _wait_for_port(port: int, timeout: float) -> None:
         except OSError:
             time.sleep(0.02)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+class MailboxSink:
+    """aiosmtpd handler that stores each received message as an .eml file."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        name = f"{time.time_ns()}.eml"
+        (self.folder / name).write_bytes(envelope.original_content)
+        log.info("sink stored message %s", name)
+        return "250 Message accepted for delivery"
+
+
+def start_smtp_sink(folder: Path, port: int):
+    """Start the local SMTP sink on 127.0.0.1; return its controller."""
+    from aiosmtpd.controller import Controller
+
+    controller = Controller(MailboxSink(folder), hostname="127.0.0.1", port=port)
+    controller.start()
+    log.info("SMTP sink on 127.0.0.1:%s stores mail in %s", port, folder)
+    return controller
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def _prepare_database(env: dict[str, str]) -> None:
+    """Migrate, then load demo data and users on first start."""
+    flask = [sys.executable, "-m", "flask", "--app", "webapp"]
+    subprocess.run([*flask, "db", "upgrade"], env=env, check=True)
+    subprocess.run([*flask, "seed-demo", "--if-empty"], env=env, check=True)
+
+
+def run_demo(port: int = 5000) -> None:
+    """Run web, worker, Valkey and SMTP sink together until Ctrl-C."""
+    from webapp.settings import INSTANCE_DIR
+
+    INSTANCE_DIR.mkdir(exist_ok=True)
+    env = dict(os.environ)
+    env.setdefault("SECRET_KEY", secrets.token_hex(32))
+    children: list[subprocess.Popen] = []
+    sink = None
+
+    try:
+        if not env.get("REDIS_URL"):
+            redis_dir = INSTANCE_DIR / "valkey"
+            redis_dir.mkdir(exist_ok=True)
+            env["REDIS_URL"], valkey = start_embedded_redis(redis_dir)
+            children.append(valkey)
+        if not env.get("SMTP_HOST"):
+            smtp_port = _free_port()
+            mailbox = INSTANCE_DIR / "mailbox"
+            sink = start_smtp_sink(mailbox, smtp_port)
+            env.update(
+                SMTP_HOST="127.0.0.1",
+                SMTP_PORT=str(smtp_port),
+                DEMO_MAILBOX_DIR=str(mailbox),
+            )
+
+        _prepare_database(env)
+        children.append(subprocess.Popen([sys.executable, "worker.py"], env=env))
+        web = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "flask",
+                "--app",
+                "webapp",
+                "run",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+        )
+        children.append(web)
+        _announce(port)
+        web.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child in reversed(children):
+            _stop(child)
+        if sink is not None:
+            sink.stop()
+        log.info("demo stopped")
+
+
+def _announce(port: int) -> None:
+    banner = (
+        "\n  Dashboard:  http://127.0.0.1:{port}/\n"
+        "  Anmeldung:  koordination@demo.local / demo1234 (Koordination)\n"
+        "              supervision@demo.local / demo1234 (Supervision)\n"
+        "  Postfach:   http://127.0.0.1:{port}/demo-postfach\n"
+        "  Beenden:    Strg+C\n"
+    )
+    sys.stderr.write(banner.format(port=port))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    run_demo(int(os.environ.get("PORT", "5000")))

@@ -57,6 +57,8 @@ class Settings:
     SEND_CHUNK_SIZE: int = 200
 
     TIMEZONE: str = "Europe/Berlin"
+    # Folder of the demo's SMTP sink; enables the "Demo-Postfach" page.
+    DEMO_MAILBOX_DIR: str | None = None
     WTF_CSRF_TIME_LIMIT: int | None = None
     SESSION_COOKIE_HTTPONLY: bool = True
     SESSION_COOKIE_SAMESITE: str = "Lax"
@@ -81,6 +83,7 @@ class Settings:
             BATCH_MAX_REQUESTS=_env_int("BATCH_MAX_REQUESTS", cls.BATCH_MAX_REQUESTS),
             RETRY_INTERVALS=_env_intervals("RETRY_INTERVALS", "60,300,900,3600"),
             SEND_CHUNK_SIZE=_env_int("SEND_CHUNK_SIZE", cls.SEND_CHUNK_SIZE),
+            DEMO_MAILBOX_DIR=env.get("DEMO_MAILBOX_DIR") or None,
         )
         settings.check()
         return settings

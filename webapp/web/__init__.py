@@ -10,10 +10,12 @@ def register_web(app: Flask) -> None:
     from webapp.web.api import api
     from webapp.web.auth import auth
     from webapp.web.dashboard import dashboard
+    from webapp.web.mailbox import mailbox
 
     app.register_blueprint(auth)
     app.register_blueprint(dashboard)
     app.register_blueprint(api, url_prefix="/api")
+    app.register_blueprint(mailbox)
     filters.register(app)
     app.after_request(_security_headers)
 

@@ -8,9 +8,11 @@ from flask import Flask, current_app, request
 
 
 def to_local(value: datetime) -> datetime:
-    """Convert a naive UTC datetime into the configured local zone."""
+    """Convert a datetime (naive means UTC) into the configured local zone."""
     zone = ZoneInfo(current_app.config["TIMEZONE"])
-    return value.replace(tzinfo=UTC).astimezone(zone)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(zone)
 
 
 def german_datetime(value: datetime | None) -> str:
