@@ -3,6 +3,7 @@
 import click
 from flask import Flask
 
+from webapp.cli_demo import seed_demo
 from webapp.extensions import db
 from webapp.models import Role, User
 
@@ -10,6 +11,7 @@ from webapp.models import Role, User
 def register_cli(app: Flask) -> None:
     """Attach the service's commands to the app's CLI."""
     app.cli.add_command(create_user)
+    app.cli.add_command(seed_demo)
 
 
 @click.command("create-user")
