@@ -46,30 +46,43 @@ def lock_therapist(session: Session, therapist_id: int) -> None:
     )
 
 
+def cap_frees_at(
+    session: Session,
+    therapist_ids: list[int],
+    now: datetime,
+    exclude_ids: list[int] | tuple[int, ...] = (),
+) -> dict[int, datetime]:
+    """Map each capped therapist to the moment the cap frees up.
+
+    Counts request emails queued, sending, or sent inside the window;
+    therapists missing from the result are free to be emailed.
+    """
+    window = timedelta(days=current_app.config["WEEKLY_CAP_DAYS"])
+    statement = (
+        select(Email.therapist_id, func.max(Email.sent_at))
+        .where(
+            Email.therapist_id.in_(therapist_ids),
+            Email.kind.in_(CAPPED_KINDS),
+            Email.id.not_in(exclude_ids),
+            or_(
+                Email.status.in_((EmailStatus.QUEUED, EmailStatus.SENDING)),
+                (Email.status == EmailStatus.SENT) & (Email.sent_at > now - window),
+            ),
+        )
+        .group_by(Email.therapist_id)
+    )
+    return {
+        therapist_id: (last_sent or now) + window
+        for therapist_id, last_sent in session.execute(statement)
+    }
+
+
 def cap_blocks(
     session: Session, therapist_id: int, now: datetime, exclude_id: int | None = None
 ) -> datetime | None:
-    """Return when the cap frees up for the therapist, or None if it is free.
-
-    Counts request emails queued, sending, or sent inside the window.
-    """
-    window = timedelta(days=current_app.config["WEEKLY_CAP_DAYS"])
-    statement = select(
-        func.count(Email.id),
-        func.max(Email.sent_at),
-    ).where(
-        Email.therapist_id == therapist_id,
-        Email.kind.in_(CAPPED_KINDS),
-        Email.id != (exclude_id or 0),
-        or_(
-            Email.status.in_((EmailStatus.QUEUED, EmailStatus.SENDING)),
-            (Email.status == EmailStatus.SENT) & (Email.sent_at > now - window),
-        ),
-    )
-    count, last_sent = session.execute(statement).one()
-    if not count:
-        return None
-    return (last_sent or now) + window
+    """Return when the cap frees up for the therapist, or None if it is free."""
+    excluded = (exclude_id,) if exclude_id is not None else ()
+    return cap_frees_at(session, [therapist_id], now, excluded).get(therapist_id)
 
 
 def approve_email(

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from webapp.approval import cap_blocks
+from webapp.approval import cap_frees_at
 from webapp.clock import Clock
 from webapp.exceptions import PermanentSmtpFailure, SmtpFailure, TransientSmtpFailure
 from webapp.message import with_date
@@ -98,8 +98,12 @@ class _Outcome:
 
 
 @dataclass
-class _Due:
+class ClaimedEmail:
+    """What a worker needs of a claimed email to send it."""
+
     id: int
+    therapist_id: int
+    kind: str
     sender: str
     recipient: str
     mime: bytes
@@ -179,8 +183,12 @@ def claim_due(
     worker: str,
     limit: int,
     priority: int | None = None,
-) -> list[int]:
-    """Atomically move due queued emails to wird_gesendet; return their ids."""
+) -> list[ClaimedEmail]:
+    """Atomically move due queued emails to wird_gesendet and return them.
+
+    One statement: concurrent workers skip rows another one has locked, so
+    each email is claimed exactly once.
+    """
     now = clock.now()
     due = (
         select(Email.id)
@@ -201,26 +209,34 @@ def claim_due(
             claimed_at=now,
             updated_at=now,
         )
-        .returning(Email.id)
+        .returning(
+            Email.id,
+            Email.therapist_id,
+            Email.kind,
+            Email.sender_email,
+            Email.recipient_email,
+            Email.mime_bytes,
+            Email.retry_count,
+            Email.priority,
+        )
         .execution_options(synchronize_session=False)
     )
-    ids = list(session.scalars(statement))
-    return ids
+    rows = sorted(session.execute(statement).all(), key=lambda r: (r[-1], r[0]))
+    return [ClaimedEmail(*row[:-1]) for row in rows]
 
 
-def defer_capped(session: Session, clock: Clock, ids: list[int]) -> list[int]:
+def defer_capped(
+    session: Session, clock: Clock, claimed: list[ClaimedEmail]
+) -> set[int]:
     """Re-check the weekly cap under row locks; push back what breaks it."""
     now = clock.now()
-    rows = session.execute(
-        select(Email.id, Email.therapist_id)
-        .where(Email.id.in_(ids), Email.kind.in_(CAPPED_KINDS))
-        .order_by(Email.therapist_id)
-    ).all()
-    therapist_ids = sorted({therapist_id for _, therapist_id in rows})
+    capped = [email for email in claimed if email.kind in CAPPED_KINDS]
+    therapist_ids = sorted({email.therapist_id for email in capped})
     if not therapist_ids:
-        return []
+        return set()
 
-    # One statement locks all therapists of the chunk, in id order.
+    # One statement locks all therapists of the chunk, in id order, so an
+    # approval of the same therapist waits for this check (and vice versa).
     session.execute(
         select(Therapist.id)
         .where(Therapist.id.in_(therapist_ids))
@@ -228,20 +244,25 @@ def defer_capped(session: Session, clock: Clock, ids: list[int]) -> list[int]:
         .with_for_update()
     ).all()
 
-    deferred = []
-    for email_id, therapist_id in rows:
-        frees_at = cap_blocks(session, therapist_id, now, exclude_id=email_id)
-        if frees_at is None:
-            continue
-        deferred.append(email_id)
+    claimed_ids = [email.id for email in claimed]
+    frees_at = cap_frees_at(session, therapist_ids, now, exclude_ids=claimed_ids)
+    deferred = [email for email in capped if email.therapist_id in frees_at]
+    if deferred:
         session.execute(
-            update(Email)
-            .where(Email.id == email_id)
-            .values(status=EmailStatus.QUEUED, next_attempt_at=frees_at, updated_at=now)
-            .execution_options(synchronize_session=False)
+            update(Email),
+            [
+                {
+                    "id": email.id,
+                    "status": EmailStatus.QUEUED,
+                    "next_attempt_at": frees_at[email.therapist_id],
+                    "claimed_by": None,
+                    "updated_at": now,
+                }
+                for email in deferred
+            ],
         )
-        log.warning("email %s deferred to %s by the weekly cap", email_id, frees_at)
-    return deferred
+        log.warning("emails %s deferred by the weekly cap", [e.id for e in deferred])
+    return {email.id for email in deferred}
 
 
 # Sending -------------------------------------------------------------------
@@ -260,15 +281,15 @@ def send_due_emails(
     smtp: smtplib.SMTP | None = None
     try:
         while True:
-            ids = claim_due(session, clock, worker, policy.chunk_size, priority)
-            if not ids:
+            claimed = claim_due(session, clock, worker, policy.chunk_size, priority)
+            if not claimed:
                 session.commit()
                 break
-            deferred = defer_capped(session, clock, ids)
+            deferred = defer_capped(session, clock, claimed)
             session.commit()
             report.deferred += len(deferred)
 
-            chunk = _load_due(session, [i for i in ids if i not in set(deferred)])
+            chunk = [email for email in claimed if email.id not in deferred]
             smtp = _send_chunk(
                 session, clock, smtp_settings, smtp, chunk, worker, policy, report
             )
@@ -286,29 +307,12 @@ def send_due_emails(
     return report
 
 
-def _load_due(session: Session, ids: list[int]) -> list[_Due]:
-    if not ids:
-        return []
-    rows = session.execute(
-        select(
-            Email.id,
-            Email.sender_email,
-            Email.recipient_email,
-            Email.mime_bytes,
-            Email.retry_count,
-        )
-        .where(Email.id.in_(ids))
-        .order_by(Email.priority, Email.id)
-    ).all()
-    return [_Due(*row) for row in rows]
-
-
 def _send_chunk(
     session: Session,
     clock: Clock,
     smtp_settings: SmtpSettings,
     smtp: smtplib.SMTP | None,
-    chunk: list[_Due],
+    chunk: list[ClaimedEmail],
     worker: str,
     policy: SendPolicy,
     report: SendReport,
@@ -380,7 +384,7 @@ def _failed(
 def _record(
     session: Session,
     clock: Clock,
-    chunk: list[_Due],
+    chunk: list[ClaimedEmail],
     outcomes: list[_Outcome],
     released: list[int],
     worker: str,
