@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-INSTANCE_DIR = PROJECT_ROOT / "instance"
+# Where the demo keeps its SQLite file, mailbox and Valkey folder.
+INSTANCE_DIR = Path(os.environ.get("INSTANCE_DIR") or PROJECT_ROOT / "instance")
 
 
 def _env_int(name: str, default: int) -> int:
