@@ -42,3 +42,15 @@ def test_health_needs_no_login(client):
 
     assert response.status_code == 200
     assert response.get_json()["database"] == "ok"
+
+
+def test_repeated_failed_logins_are_throttled(app, client, coordinator):
+    app.config["WTF_CSRF_ENABLED"] = False
+    wrong = {"email": coordinator.email, "password": "falsch"}
+    statuses = [client.post("/login", data=wrong).status_code for _ in range(11)]
+    response = client.post("/login", data=wrong)
+    app.config["WTF_CSRF_ENABLED"] = True
+
+    assert statuses[:10] == [200] * 10
+    assert response.status_code == 429
+    assert "Zu viele Anmeldeversuche" in response.get_data(as_text=True)

@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import Flask
 
-from webapp.extensions import csrf, db, htmx, login_manager, migrate
+from webapp.extensions import csrf, db, htmx, limiter, login_manager, migrate
 from webapp.settings import PROJECT_ROOT, Settings
 
 
@@ -42,6 +42,11 @@ def _init_extensions(app: Flask) -> None:
     )
     csrf.init_app(app)
     htmx.init_app(app)
+    # Login throttling shares the job Redis, so every web process counts.
+    app.config.setdefault(
+        "RATELIMIT_STORAGE_URI", app.config.get("REDIS_URL") or "memory://"
+    )
+    limiter.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Bitte melden Sie sich an."

@@ -57,6 +57,7 @@ class Settings:
     RETRY_INTERVALS: list[int] = field(default_factory=lambda: [60, 300, 900, 3600])
     SEND_CHUNK_SIZE: int = 200
 
+    LOGIN_RATE_LIMIT: str = "10 per minute;50 per hour"
     TIMEZONE: str = "Europe/Berlin"
     # Folder of the demo's SMTP sink; enables the "Demo-Postfach" page.
     DEMO_MAILBOX_DIR: str | None = None
@@ -85,6 +86,7 @@ class Settings:
             RETRY_INTERVALS=_env_intervals("RETRY_INTERVALS", "60,300,900,3600"),
             SEND_CHUNK_SIZE=_env_int("SEND_CHUNK_SIZE", cls.SEND_CHUNK_SIZE),
             DEMO_MAILBOX_DIR=env.get("DEMO_MAILBOX_DIR") or None,
+            LOGIN_RATE_LIMIT=env.get("LOGIN_RATE_LIMIT") or cls.LOGIN_RATE_LIMIT,
         )
         settings.check()
         return settings

@@ -3,13 +3,21 @@
 import logging
 from urllib.parse import urlsplit
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_login import login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired
 
-from webapp.extensions import db, login_manager
+from webapp.extensions import db, limiter, login_manager
 from webapp.models import User
 
 log = logging.getLogger(__name__)
@@ -29,7 +37,12 @@ def load_user(user_id: str) -> User | None:
     return db.session.get(User, int(user_id))
 
 
+def _login_limit() -> str:
+    return current_app.config["LOGIN_RATE_LIMIT"]
+
+
 @auth.route("/login", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"])
 def login():
     """Show the login form and sign the user in."""
     form = LoginForm()
@@ -72,3 +85,16 @@ def health():
         database = "error"
     status = 200 if database == "ok" else 503
     return {"database": database}, status
+
+
+@auth.app_errorhandler(429)
+def too_many_attempts(error):
+    """Explain throttled logins in German; the API answers in JSON."""
+    if request.path.startswith("/api/"):
+        message = "Zu viele Anfragen, bitte später erneut versuchen."
+        return {"error": {"code": "rate_limited", "message": message}}, 429
+    form = LoginForm()
+    form.password.errors = [
+        "Zu viele Anmeldeversuche. Bitte warten Sie einige Minuten."
+    ]
+    return render_template("auth/login.html", form=form), 429
