@@ -4,6 +4,7 @@ import click
 from flask import Flask
 
 from webapp.cli_demo import seed_demo
+from webapp.cli_intake import create_api_token_command, import_data
 from webapp.extensions import db
 from webapp.models import Role, User
 
@@ -11,6 +12,8 @@ from webapp.models import Role, User
 def register_cli(app: Flask) -> None:
     """Attach the service's commands to the app's CLI."""
     app.cli.add_command(create_user)
+    app.cli.add_command(import_data)
+    app.cli.add_command(create_api_token_command)
     app.cli.add_command(seed_demo)
 
 
