@@ -89,6 +89,8 @@ class User(UserMixin, db.Model):
     name: Mapped[str] = mapped_column(String(120))
     role: Mapped[str] = mapped_column(String(20), default=Role.COORDINATOR)
     password_hash: Mapped[str] = mapped_column(String(255))
+    # Secret of the personal ICS link; renewing it kills the old link.
+    calendar_token: Mapped[str | None] = mapped_column(String(64), unique=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
 
@@ -263,3 +265,167 @@ class DeliveryAttempt(db.Model):
     duration_ms: Mapped[int | None] = mapped_column(Integer)
 
     email: Mapped[Email] = relationship(back_populates="attempts")
+
+
+# Phone side (DESIGN.md rules 5-9) ------------------------------------------
+
+
+class CallStatus(StrEnum):
+    PLANNED = "geplant"
+    COMPLETED = "abgeschlossen"
+    FAILED = "fehlgeschlagen"
+    CANCELLED = "abgebrochen"
+
+
+class CallReason(StrEnum):
+    FOLLOW_UP = "follow_up"  # a request email went unanswered for 7 days
+    NO_EMAIL = "no_email"  # the therapist has no email address
+    CALL_BACK = "call_back"  # the therapist asked to be called again
+    MANUAL = "manual"
+
+
+class CallOutcome(StrEnum):
+    REACHED = "erreicht"
+    NO_ANSWER = "keine_antwort"
+    BUSY = "besetzt"
+    VOICEMAIL = "mailbox"
+    WRONG_NUMBER = "falsche_nummer"
+
+
+# Outcomes after which the same call is tried again on a later day.
+RETRY_OUTCOMES = (CallOutcome.NO_ANSWER, CallOutcome.BUSY, CallOutcome.VOICEMAIL)
+
+
+class RequestAnswer(StrEnum):
+    """A therapist's answer about one placement request."""
+
+    ACCEPTED = "angenommen"
+    DECLINED = "abgelehnt"
+    CALL_BACK = "rueckruf"
+
+
+phone_call_requests = Table(
+    "phone_call_requests",
+    db.metadata,
+    Column("phone_call_id", ForeignKey("phone_calls.id"), primary_key=True),
+    Column(
+        "placement_request_id", ForeignKey("placement_requests.id"), primary_key=True
+    ),
+    Column("answer", String(20)),
+)
+
+_ONE_CALL_PER_SLOT = "status = 'geplant'"
+
+
+class PhoneCall(db.Model):
+    __tablename__ = "phone_calls"
+    __table_args__ = (
+        Index("ix_phone_calls_start", "planned_start"),
+        Index("ix_phone_calls_therapist", "therapist_id", "status"),
+        # At most one planned call per slot and coordinator line (rule 6).
+        Index(
+            "uq_phone_calls_slot_line",
+            "planned_start",
+            "line",
+            unique=True,
+            postgresql_where=text(_ONE_CALL_PER_SLOT),
+            sqlite_where=text(_ONE_CALL_PER_SLOT),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    therapist_id: Mapped[int] = mapped_column(ForeignKey("therapists.id"))
+    planned_start: Mapped[datetime] = mapped_column(DateTime)  # UTC
+    duration_minutes: Mapped[int] = mapped_column(Integer, default=5)
+    line: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(20), default=CallStatus.PLANNED)
+    reason: Mapped[str] = mapped_column(String(20), default=CallReason.MANUAL)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    source_email_id: Mapped[int | None] = mapped_column(ForeignKey("emails.id"))
+    previous_call_id: Mapped[int | None] = mapped_column(ForeignKey("phone_calls.id"))
+    outcome: Mapped[str | None] = mapped_column(String(20))
+    notes: Mapped[str | None] = mapped_column(Text)
+    change_reason: Mapped[str | None] = mapped_column(Text)
+    recorded_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    recorded_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=_now, onupdate=_now)
+
+    therapist: Mapped[Therapist] = relationship()
+    source_email: Mapped[Email | None] = relationship()
+    recorded_by: Mapped[User | None] = relationship()
+    placement_requests: Mapped[list[PlacementRequest]] = relationship(
+        secondary=phone_call_requests, order_by=PlacementRequest.id
+    )
+
+
+class EmailReply(db.Model):
+    """A therapist's answer to an email, recorded by a coordinator."""
+
+    __tablename__ = "email_replies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email_id: Mapped[int] = mapped_column(ForeignKey("emails.id"), index=True)
+    received_on: Mapped[date] = mapped_column(Date)
+    content: Mapped[str] = mapped_column(Text, default="")
+    # {"<placement request id>": "angenommen" | "abgelehnt"}
+    answers: Mapped[dict] = mapped_column(JSON, default=dict)
+    recorded_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+
+    email: Mapped[Email] = relationship()
+    recorded_by: Mapped[User | None] = relationship()
+
+
+# Supervision (DESIGN.md rules 10-12) ----------------------------------------
+
+
+class AlertKind(StrEnum):
+    EMAIL_FAILED = "email_failed"
+    FAILURE_RATE = "failure_rate"
+    WORKER_SILENT = "worker_silent"
+    CALL_FAILED = "call_failed"
+
+
+class Alert(db.Model):
+    """Something a supervisor must see; raised once until acknowledged."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        # One open alert per kind and subject: raising twice changes nothing.
+        Index(
+            "uq_alerts_open",
+            "kind",
+            "subject_key",
+            unique=True,
+            postgresql_where=text("acknowledged_at IS NULL"),
+            sqlite_where=text("acknowledged_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(30))
+    subject_key: Mapped[str] = mapped_column(String(80))
+    message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    mailed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    acknowledged_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    acknowledged_by: Mapped[User | None] = relationship()
+
+
+class AuditEntry(db.Model):
+    """Who did what and why, for actions that override a rule."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    action: Mapped[str] = mapped_column(String(40))
+    object_type: Mapped[str] = mapped_column(String(40))
+    object_id: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+
+    user: Mapped[User | None] = relationship()
