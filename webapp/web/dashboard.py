@@ -1,13 +1,212 @@
 """Dashboard pages for coordinators: drafts, preview, approval, email lists."""
 
-from flask import Blueprint, render_template, send_from_directory
-from flask_login import login_required
+import itertools
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    send_from_directory,
+    url_for,
+)
+from flask_login import current_user, login_required
+from redis.exceptions import RedisError
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import selectinload
+from wtforms import DateField, Form, SearchField, SelectChoice, SelectField
+from wtforms.validators import Optional
+
+from webapp import jobs
+from webapp.approval import approve_selection, discard_draft
+from webapp.clock import system_clock
+from webapp.exceptions import InvalidTransition
+from webapp.extensions import db
+from webapp.models import (
+    AttemptOutcome,
+    Email,
+    EmailKind,
+    EmailStatus,
+    Therapist,
+)
+from webapp.queueing import redis_connection
 from webapp.settings import PROJECT_ROOT
+from webapp.web.filters import is_htmx, to_local
+
+log = logging.getLogger(__name__)
 
 dashboard = Blueprint("dashboard", __name__)
 
 HTMX_DIST = PROJECT_ROOT / "node_modules" / "htmx.org" / "dist"
+
+DRAFTS_PER_PAGE = 50
+EMAILS_PER_PAGE = 50
+
+KIND_LABELS = {
+    EmailKind.INITIAL_CONTACT: "Erstkontakt",
+    EmailKind.BATCH_REQUEST: "Sammelanfrage",
+    EmailKind.FOLLOW_UP: "Nachfass-E-Mail",
+    EmailKind.CONFIRMATION: "Bestätigung",
+}
+
+STATUS_LABELS = {
+    EmailStatus.DRAFT: "Entwurf",
+    EmailStatus.QUEUED: "In Warteschlange",
+    EmailStatus.SENDING: "Wird gesendet",
+    EmailStatus.SENT: "Gesendet",
+    EmailStatus.FAILED: "Fehlgeschlagen",
+    EmailStatus.DISCARDED: "Verworfen",
+}
+
+# Headings of the priority groups on the drafts page (DESIGN.md rule 4).
+PRIORITY_LABELS = {
+    1: "Bestätigungen",
+    2: "Nachfass-E-Mails",
+    3: "Anfragen",
+}
+
+OUTCOME_LABELS = {
+    AttemptOutcome.SENT: "Angenommen",
+    AttemptOutcome.TRANSIENT: "Vorübergehender Fehler",
+    AttemptOutcome.PERMANENT: "Dauerhafter Fehler",
+}
+
+FEDERAL_STATES = {
+    "BW": "Baden-Württemberg",
+    "BY": "Bayern",
+    "BE": "Berlin",
+    "BB": "Brandenburg",
+    "HB": "Bremen",
+    "HH": "Hamburg",
+    "HE": "Hessen",
+    "MV": "Mecklenburg-Vorpommern",
+    "NI": "Niedersachsen",
+    "NW": "Nordrhein-Westfalen",
+    "RP": "Rheinland-Pfalz",
+    "SL": "Saarland",
+    "SN": "Sachsen",
+    "ST": "Sachsen-Anhalt",
+    "SH": "Schleswig-Holstein",
+    "TH": "Thüringen",
+}
+
+# What the "E-Mails" page lists unless a status is chosen: everything approved.
+LISTED_STATUSES = (
+    EmailStatus.QUEUED,
+    EmailStatus.SENDING,
+    EmailStatus.SENT,
+    EmailStatus.FAILED,
+)
+IN_FLIGHT = (EmailStatus.QUEUED, EmailStatus.SENDING)
+
+NOT_A_DRAFT = "Diese E-Mail ist kein Entwurf mehr."
+
+
+# Shared helpers -------------------------------------------------------------
+
+
+def wants_fragment() -> bool:
+    """Tell whether to answer with the partial instead of the whole page.
+
+    An htmx request gets the fragment it swaps in; a history restore asks
+    for the whole page even though htmx sent it.
+    """
+    restoring = request.headers.get("HX-History-Restore-Request") == "true"
+    return is_htmx() and not restoring
+
+
+def render_view(page: str, fragment: str, **context) -> str:
+    """Render the whole page, or only its fragment for an htmx request."""
+    return render_template(fragment if wants_fragment() else page, **context)
+
+
+@dataclass
+class Notice:
+    """A short message shown above a list or in the preview after an action."""
+
+    text: str
+    level: str = "success"  # success, warning or error
+
+
+@dashboard.before_request
+def _send_expired_htmx_sessions_to_login() -> Response | None:
+    # Without this, htmx would follow the login redirect and swap the whole
+    # login page into a table cell.
+    if request.endpoint == "dashboard.vendor_htmx":
+        return None
+    if not is_htmx() or current_user.is_authenticated:
+        return None
+
+    current = urlsplit(request.headers.get("HX-Current-URL", ""))
+    next_path = current.path + (f"?{current.query}" if current.query else "")
+    response = make_response("", 401)
+    response.headers["HX-Redirect"] = url_for("auth.login", next=next_path or None)
+    return response
+
+
+@dashboard.after_request
+def _keep_patient_data_out_of_caches(response: Response) -> Response:
+    # Pages carry health data of patients; only the htmx file may be cached.
+    if request.endpoint != "dashboard.vendor_htmx":
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+@dashboard.app_template_filter("kind_label")
+def kind_label(kind: str) -> str:
+    """Name an email kind in German."""
+    return KIND_LABELS.get(kind, kind)
+
+
+@dashboard.app_template_filter("status_label")
+def status_label(status: str) -> str:
+    """Name an email status in German."""
+    return STATUS_LABELS.get(status, status)
+
+
+@dashboard.app_template_filter("outcome_label")
+def outcome_label(outcome: str) -> str:
+    """Name a delivery attempt's outcome in German."""
+    return OUTCOME_LABELS.get(outcome, outcome)
+
+
+@dashboard.app_template_filter("federal_state")
+def federal_state_name(code: str | None) -> str:
+    """Spell out a federal state code such as BY."""
+    if not code:
+        return "–"
+    return FEDERAL_STATES.get(code.upper(), code)
+
+
+@dashboard.app_template_filter("age_de")
+def waiting_since(value: datetime | None) -> str:
+    """Say since when something waits: "seit heute", "seit 2 Tagen"."""
+    if value is None:
+        return "–"
+    days = (to_local(system_clock.now()).date() - to_local(value).date()).days
+    if days <= 0:
+        return "seit heute"
+    if days == 1:
+        return "seit gestern"
+    return f"seit {days} Tagen"
+
+
+@dashboard.app_template_filter("count_de")
+def count_de(number: int, singular: str, plural: str) -> str:
+    """Write a count with the right German noun form: "1 Entwurf", "2 Entwürfe"."""
+    return f"{number} {singular if number == 1 else plural}"
 
 
 @dashboard.route("/vendor/htmx.min.js")
@@ -16,15 +215,451 @@ def vendor_htmx():
     return send_from_directory(HTMX_DIST, "htmx.min.js", max_age=86400)
 
 
+# Drafts ---------------------------------------------------------------------
+
+
 @dashboard.route("/")
 @login_required
 def drafts():
-    """List drafts awaiting approval."""
-    return render_template("dashboard/drafts.html")
+    """List drafts awaiting approval, the most urgent kind first."""
+    context = _drafts_context(
+        page=request.args.get("page", 1, type=int),
+        select_page=request.args.get("auswahl") == "alle",
+    )
+    job_id = request.args.get("job")
+    batching = _batching_progress(job_id) if job_id else None
+    return render_view(
+        "dashboard/drafts.html", "dashboard/_drafts.html", batching=batching, **context
+    )
+
+
+@dashboard.route("/drafts/approve", methods=["POST"])
+@login_required
+def approve_drafts():
+    """Approve the chosen drafts; refused ones stay, with their reason."""
+    page = request.form.get("page", 1, type=int)
+    email_ids = _chosen_ids()
+    if not email_ids:
+        return _after_list_action(
+            page, Notice("Bitte wählen Sie Entwürfe aus.", "warning")
+        )
+
+    outcome = approve_selection(db.session, email_ids, _user(), system_clock)
+    queued = _wake_sender(outcome.approved)
+
+    parts = []
+    if outcome.approved:
+        parts.append(
+            count_de(len(outcome.approved), "E-Mail", "E-Mails")
+            + " freigegeben und zum Versand eingereiht."
+        )
+        if not queued:
+            parts.append(
+                "Der Versand beginnt, sobald die Warteschlange erreichbar ist."
+            )
+    if outcome.refused:
+        parts.append(
+            count_de(len(outcome.refused), "Entwurf", "Entwürfe")
+            + " nicht freigegeben; der Grund steht beim Entwurf."
+        )
+    level = "warning" if outcome.refused else "success"
+    return _after_list_action(page, Notice(" ".join(parts), level), outcome.refused)
+
+
+@dashboard.route("/drafts/discard", methods=["POST"])
+@login_required
+def discard_drafts():
+    """Discard the chosen drafts; their placement requests become free again."""
+    page = request.form.get("page", 1, type=int)
+    discarded = 0
+    refused: dict[int, str] = {}
+    for email_id in _chosen_ids():
+        try:
+            discard_draft(db.session, email_id, _user())
+            discarded += 1
+        except InvalidTransition:
+            db.session.rollback()
+            refused[email_id] = NOT_A_DRAFT
+
+    if not discarded and not refused:
+        return _after_list_action(
+            page, Notice("Bitte wählen Sie Entwürfe aus.", "warning")
+        )
+    notice = Notice(count_de(discarded, "Entwurf", "Entwürfe") + " verworfen.")
+    return _after_list_action(page, notice, refused)
+
+
+def _after_list_action(
+    page: int, notice: Notice, refused: dict[int, str] | None = None
+) -> Response | str:
+    """Answer a list action: the refreshed list for htmx, else a redirect."""
+    refused = refused or {}
+    if not wants_fragment():
+        flash(notice.text, notice.level)
+        for message in sorted(set(refused.values())):
+            flash(message, "error")
+        return redirect(url_for("dashboard.drafts", page=page))
+
+    context = _drafts_context(page, selected=set(refused), refused=refused)
+    return render_template("dashboard/_drafts.html", notice=notice, **context)
+
+
+def _drafts_context(
+    page: int,
+    selected: set[int] | None = None,
+    refused: dict[int, str] | None = None,
+    select_page: bool = False,
+) -> dict:
+    """Collect one page of drafts, grouped by priority, for the templates."""
+    statement = (
+        select(Email)
+        .where(Email.status == EmailStatus.DRAFT)
+        .options(selectinload(Email.therapist), selectinload(Email.placement_requests))
+        .order_by(Email.priority, Email.created_at, Email.id)
+    )
+    pagination = db.paginate(
+        statement, page=max(page, 1), per_page=DRAFTS_PER_PAGE, error_out=False
+    )
+    if pagination.pages and pagination.page > pagination.pages:
+        # Approving the last rows of the last page: show the page before.
+        pagination = db.paginate(
+            statement, page=pagination.pages, per_page=DRAFTS_PER_PAGE
+        )
+
+    totals = dict(
+        db.session.execute(
+            select(Email.priority, func.count(Email.id))
+            .where(Email.status == EmailStatus.DRAFT)
+            .group_by(Email.priority)
+        ).all()
+    )
+    groups = [
+        (priority, PRIORITY_LABELS.get(priority, f"Priorität {priority}"), list(rows))
+        for priority, rows in itertools.groupby(
+            pagination.items, key=lambda email: email.priority
+        )
+    ]
+    if select_page:
+        selected = {email.id for email in pagination.items}
+    return {
+        "pagination": pagination,
+        "groups": groups,
+        "totals": totals,
+        "selected": selected or set(),
+        "refused": refused or {},
+    }
+
+
+def _chosen_ids() -> list[int]:
+    ids = []
+    for raw in request.form.getlist("email_ids"):
+        if raw.isdigit() and int(raw) not in ids:
+            ids.append(int(raw))
+    return ids
+
+
+def _user():
+    # The model layer stores the user on the email; hand it the real object.
+    return current_user._get_current_object()
+
+
+def _wake_sender(approved: Iterable[Email]) -> bool:
+    """Enqueue send jobs for approved emails; tell whether that worked."""
+    approved = list(approved)
+    if not approved:
+        return True
+    try:
+        jobs.enqueue_sending(approved)
+    except RedisError:
+        # The emails are queued in the database, which is the source of
+        # truth; the reconciler enqueues them once Redis answers again.
+        log.exception(
+            "send jobs for emails %s could not be enqueued",
+            ",".join(str(email.id) for email in approved),
+        )
+        return False
+    return True
+
+
+# Batching progress ----------------------------------------------------------
+
+
+@dataclass
+class BatchingProgress:
+    """Where a batching run stands, as the status fragment shows it."""
+
+    job_id: str | None
+    state: str  # waiting, running, done, failed, unknown, unavailable
+    result: dict = field(default_factory=dict)
+
+    @property
+    def polling(self) -> bool:
+        """Tell whether the fragment should ask again in a second."""
+        return self.state in {"waiting", "running"}
+
+
+@dashboard.route("/batching", methods=["POST"])
+@login_required
+def start_batching():
+    """Queue a batching run and show its progress."""
+    try:
+        job_id = jobs.enqueue_batching()
+        progress = BatchingProgress(job_id, "waiting")
+    except RedisError:
+        log.exception("batching job could not be enqueued")
+        job_id = None
+        progress = BatchingProgress(None, "unavailable")
+
+    if not wants_fragment():
+        return redirect(url_for("dashboard.drafts", job=job_id))
+    return render_template("dashboard/_batching_status.html", batching=progress)
+
+
+@dashboard.route("/batching/<job_id>")
+@login_required
+def batching_status(job_id: str):
+    """Report a batching run; the fragment polls itself until the run ends."""
+    if not wants_fragment():
+        return redirect(url_for("dashboard.drafts", job=job_id))
+
+    progress = _batching_progress(job_id)
+    response = make_response(
+        render_template("dashboard/_batching_status.html", batching=progress)
+    )
+    if progress.state == "done":
+        # The drafts list listens for this event and reloads itself.
+        response.headers["HX-Trigger"] = "drafts-changed"
+    return response
+
+
+def _batching_progress(job_id: str) -> BatchingProgress:
+    """Read a batching job's state from Redis."""
+    try:
+        job = Job.fetch(job_id, connection=redis_connection())
+        status = job.get_status()
+    except NoSuchJobError:
+        return BatchingProgress(job_id, "unknown")
+    except RedisError:
+        log.exception("batching job %s could not be read", job_id)
+        return BatchingProgress(job_id, "unavailable")
+
+    # Only batching jobs: the route must not reveal other jobs' results.
+    if job.func_name != f"{jobs.__name__}.run_batching":
+        return BatchingProgress(job_id, "unknown")
+    if status == JobStatus.FINISHED:
+        return BatchingProgress(job_id, "done", job.return_value() or {})
+    if status == JobStatus.STARTED:
+        return BatchingProgress(job_id, "running")
+    if status in {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}:
+        return BatchingProgress(job_id, "failed")
+    return BatchingProgress(job_id, "waiting")
+
+
+# Preview --------------------------------------------------------------------
+
+
+@dashboard.route("/emails/<int:email_id>")
+@login_required
+def email_detail(email_id: int):
+    """Show one email exactly as it goes out, with requests and attempts."""
+    email = db.get_or_404(Email, email_id)
+    return render_view(
+        "dashboard/email_detail.html", "dashboard/_email_detail.html", email=email
+    )
+
+
+@dashboard.route("/emails/<int:email_id>/body")
+@login_required
+def email_body(email_id: int):
+    """Serve the email's HTML part alone, sandboxed, for the preview frame."""
+    email = db.get_or_404(Email, email_id)
+    response = make_response(email.body_html)
+    response.mimetype = "text/html"
+    # Scripts, forms and plugins stay off even if the frame is opened alone.
+    response.headers["Content-Security-Policy"] = (
+        "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline';"
+        " frame-ancestors 'self'"
+    )
+    return response
+
+
+@dashboard.route("/emails/<int:email_id>/approve", methods=["POST"])
+@login_required
+def approve_email(email_id: int):
+    """Approve the previewed draft, or show why it may not go out."""
+    email = db.get_or_404(Email, email_id)
+    outcome = approve_selection(db.session, [email.id], _user(), system_clock)
+    queued = _wake_sender(outcome.approved)
+
+    if email.id in outcome.refused:
+        notice = Notice(outcome.refused[email.id], "error")
+    elif queued:
+        notice = Notice("Freigegeben und zum Versand eingereiht.")
+    else:
+        notice = Notice(
+            "Freigegeben. Der Versand beginnt, sobald die Warteschlange "
+            "erreichbar ist.",
+            "warning",
+        )
+    return _after_preview_action(email, notice)
+
+
+@dashboard.route("/emails/<int:email_id>/discard", methods=["POST"])
+@login_required
+def discard_email(email_id: int):
+    """Discard the previewed draft."""
+    email = db.get_or_404(Email, email_id)
+    try:
+        discard_draft(db.session, email.id, _user())
+        notice = Notice("Entwurf verworfen; die Platzanfragen sind wieder frei.")
+    except InvalidTransition:
+        db.session.rollback()
+        notice = Notice(NOT_A_DRAFT, "error")
+    return _after_preview_action(email, notice)
+
+
+def _after_preview_action(email: Email, notice: Notice) -> Response:
+    """Answer a preview action: the refreshed preview, else a redirect."""
+    if not wants_fragment():
+        flash(notice.text, notice.level)
+        return redirect(url_for("dashboard.email_detail", email_id=email.id))
+
+    db.session.refresh(email)
+    response = make_response(
+        render_template("dashboard/_email_detail.html", email=email, notice=notice)
+    )
+    # A drafts list on the same page reloads itself on this event.
+    response.headers["HX-Trigger"] = "drafts-changed"
+    return response
+
+
+# Email list -----------------------------------------------------------------
+
+
+class EmailFilterForm(Form):
+    """Filters of the "E-Mails" page, read from the query string."""
+
+    class Meta:
+        locales = ("de_DE", "de")
+
+    status = SelectField(
+        "Status",
+        choices=[
+            SelectChoice("", "Alle freigegebenen"),
+            *(SelectChoice(s.value, STATUS_LABELS[s]) for s in LISTED_STATUSES),
+            SelectChoice(EmailStatus.DISCARDED.value, "Verworfen"),
+        ],
+        default="",
+    )
+    kind = SelectField(
+        "Art",
+        choices=[
+            SelectChoice("", "Alle Arten"),
+            *(SelectChoice(kind.value, label) for kind, label in KIND_LABELS.items()),
+        ],
+        default="",
+    )
+    q = SearchField(
+        "Therapeut:in",
+        filters=[lambda value: value.strip() if value else value],
+        render_kw={"placeholder": "Name", "autocomplete": "off"},
+    )
+    date_from = DateField("Von", validators=[Optional()])
+    date_to = DateField("Bis", validators=[Optional()])
+
+    def query_args(self) -> dict[str, str]:
+        """Return the filters that are set, as query-string arguments."""
+        return {
+            name: request.args[name]
+            for name in ("status", "kind", "q", "date_from", "date_to")
+            if request.args.get(name) and not self[name].errors
+        }
 
 
 @dashboard.route("/emails")
 @login_required
 def emails():
-    """List queued, sent and failed emails."""
-    return render_template("dashboard/emails.html")
+    """List approved emails with filters; the list polls while mail is in flight."""
+    form = EmailFilterForm(request.args)
+    form.validate()
+    conditions = _filter_conditions(form)
+    status = form.status.data if not form.status.errors else ""
+
+    statement = (
+        select(Email)
+        .join(Email.therapist)
+        .where(*conditions)
+        .where(Email.status == status if status else Email.status.in_(LISTED_STATUSES))
+        .options(
+            selectinload(Email.therapist),
+            selectinload(Email.placement_requests),
+            selectinload(Email.attempts),
+        )
+        .order_by(_moment().desc(), Email.id.desc())
+    )
+    pagination = db.paginate(
+        statement,
+        page=max(request.args.get("page", 1, type=int), 1),
+        per_page=EMAILS_PER_PAGE,
+        error_out=False,
+    )
+    counts = _status_counts(conditions)
+    polling = any(counts.get(state, 0) for state in IN_FLIGHT)
+    return render_view(
+        "dashboard/emails.html",
+        "dashboard/_email_results.html",
+        form=form,
+        pagination=pagination,
+        counts=counts,
+        listed_statuses=LISTED_STATUSES,
+        polling=polling,
+        query_args=form.query_args(),
+    )
+
+
+def _moment():
+    """The time an email list row stands for: sent, else queued, else made."""
+    return func.coalesce(Email.sent_at, Email.queued_at, Email.created_at)
+
+
+def _filter_conditions(form: EmailFilterForm) -> list:
+    """Turn the valid filters, except status, into WHERE conditions."""
+    conditions = []
+    if form.kind.data and not form.kind.errors:
+        conditions.append(Email.kind == form.kind.data)
+    if form.q.data:
+        pattern = "%" + _escape_like(form.q.data) + "%"
+        conditions.append(
+            or_(
+                Therapist.last_name.ilike(pattern, escape="\\"),
+                Therapist.first_name.ilike(pattern, escape="\\"),
+                Email.recipient_name.ilike(pattern, escape="\\"),
+            )
+        )
+    if form.date_from.data and not form.date_from.errors:
+        conditions.append(_moment() >= _utc_start_of(form.date_from.data))
+    if form.date_to.data and not form.date_to.errors:
+        next_day = form.date_to.data + timedelta(days=1)
+        conditions.append(_moment() < _utc_start_of(next_day))
+    return conditions
+
+
+def _status_counts(conditions: list) -> dict[str, int]:
+    statement = (
+        select(Email.status, func.count(Email.id))
+        .join(Email.therapist)
+        .where(*conditions)
+        .group_by(Email.status)
+    )
+    return dict(db.session.execute(statement).all())
+
+
+def _utc_start_of(day: date) -> datetime:
+    """Return local midnight of the day as naive UTC, as times are stored."""
+    zone = ZoneInfo(current_app.config["TIMEZONE"])
+    local = datetime.combine(day, time.min, tzinfo=zone)
+    return local.astimezone(ZoneInfo("UTC")).replace(tzinfo=None)
+
+
+def _escape_like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
