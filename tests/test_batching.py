@@ -111,3 +111,14 @@ def test_discarded_draft_frees_its_requests_for_the_next_run(app):
 
     assert report.drafts_created == 1
     assert db.session.get(Email, email.id).status == EmailStatus.DISCARDED
+
+
+def test_run_batching_command_reports_what_it_did(app):
+    therapist = make_therapist()
+    for days in range(1, 9):
+        make_request(therapist, days_waiting=days)
+
+    result = app.test_cli_runner().invoke(args=["run-batching"])
+
+    assert result.exit_code == 0, result.output
+    assert "1 drafts created with 6 placement requests; 2 wait" in result.output

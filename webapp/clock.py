@@ -43,3 +43,15 @@ BERLIN = ZoneInfo("Europe/Berlin")
 def local_today(clock: Clock, zone: ZoneInfo = BERLIN) -> date:
     """Return today's date where the staff work."""
     return clock.now().replace(tzinfo=UTC).astimezone(zone).date()
+
+
+def app_clock() -> Clock:
+    """The clock of the running app: `CLOCK` in its config, else the system's.
+
+    Tests put a FixedClock there to move time under views and jobs.
+    """
+    from flask import current_app, has_app_context
+
+    if has_app_context():
+        return current_app.config.get("CLOCK") or system_clock
+    return system_clock
