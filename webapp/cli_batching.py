@@ -3,14 +3,14 @@
 import click
 
 from webapp.batching import run_batching
-from webapp.clock import system_clock
+from webapp.clock import app_clock
 from webapp.extensions import db
 
 
 @click.command("run-batching")
 def run_batching_command() -> None:
     """Create one draft per therapist who may be emailed now."""
-    report = run_batching(db.session, system_clock)
+    report = run_batching(db.session, app_clock())
     click.echo(
         f"{report.drafts_created} drafts created with "
         f"{report.requests_drafted} placement requests; "

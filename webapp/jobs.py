@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from flask import Flask, current_app, has_app_context
 
-from webapp.clock import system_clock
+from webapp.clock import app_clock
 from webapp.extensions import db
 from webapp.models import Email
 from webapp.queueing import default_queue, queue_for_priority
@@ -61,7 +61,7 @@ def send_due_emails(priority: int) -> dict:
         )
         report = send(
             db.session,
-            system_clock,
+            app_clock(),
             SmtpSettings.from_config(config),
             worker_name(),
             policy,
@@ -77,7 +77,7 @@ def run_batching() -> dict:
     from webapp.batching import run_batching as batch
 
     with app_context():
-        return batch(db.session, system_clock).as_dict()
+        return batch(db.session, app_clock()).as_dict()
 
 
 def enqueue_sending(emails: Iterable[Email]) -> None:
