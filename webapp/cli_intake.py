@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 
 from webapp.api_tokens import create_api_token
-from webapp.exceptions import ValidationFailed
+from webapp.exceptions import IntakeConflict, ValidationFailed
 from webapp.extensions import db
-from webapp.intake import IntakeConflict, import_records
+from webapp.intake import import_records
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,15 @@ class ValidationFailed(CommsError):
         self.message = message
 
 
+class IntakeConflict(CommsError):
+    """The input contradicts what is already stored; `field` names where."""
+
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
 class SmtpFailure(CommsError):
     """A delivery attempt failed; carries the server's code and reply."""
 

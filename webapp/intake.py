@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from webapp.approval import approve_emails, cap_blocks
 from webapp.clock import Clock, local_today
 from webapp.drafting import create_draft
-from webapp.exceptions import CommsError, ValidationFailed, WeeklyCapExceeded
+from webapp.exceptions import IntakeConflict, ValidationFailed, WeeklyCapExceeded
 from webapp.models import (
     CAPPED_KINDS,
     Email,
@@ -56,15 +56,6 @@ _TYPE_NAMES = {
     "object": "ein Objekt",
     "null": "null",
 }
-
-
-class IntakeConflict(CommsError):
-    """The input contradicts what is already stored; `field` names where."""
-
-    def __init__(self, field: str | None, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 @dataclass
