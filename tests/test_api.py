@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
+from rq import Queue
 from sqlalchemy import func, select
 
 from webapp.api_tokens import create_api_token, revoke_api_token
@@ -596,7 +597,7 @@ def test_post_email_creates_a_draft(api, world):
     assert count(Email) == 1
 
 
-def test_post_email_can_queue_at_once(api, world):
+def test_post_email_can_queue_at_once(api, world, redis_conn):
     response = api.post("/api/emails", json=_order(world, status="in_warteschlange"))
 
     assert response.status_code == 201, response.get_json()
@@ -607,6 +608,8 @@ def test_post_email_can_queue_at_once(api, world):
     assert body["approved_by_id"] is None
     stored = db.session.get(Email, body["id"])
     assert stored.mime_bytes
+    # The worker is woken on the request queue.
+    assert Queue("emails-request", connection=redis_conn).count == 1
 
 
 def test_post_email_refused_by_weekly_cap_stores_nothing(api, world):

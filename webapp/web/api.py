@@ -19,15 +19,20 @@ from sqlalchemy.orm import selectinload
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from webapp.api_tokens import verify_api_token
-from webapp.clock import Clock, system_clock
-from webapp.exceptions import InvalidTransition, ValidationFailed, WeeklyCapExceeded
+from webapp.clock import Clock, app_clock
+from webapp.exceptions import (
+    IntakeConflict,
+    InvalidTransition,
+    ValidationFailed,
+    WeeklyCapExceeded,
+)
 from webapp.extensions import csrf, db
 from webapp.intake import (
-    IntakeConflict,
     intake_placement_request,
     order_email,
     upsert_therapist,
 )
+from webapp.jobs import enqueue_sending
 from webapp.models import (
     Email,
     EmailKind,
@@ -65,8 +70,7 @@ def api_error(
 
 
 def _clock() -> Clock:
-    # Tests put a FixedClock under this key to move time.
-    return current_app.config.get("CLOCK") or system_clock
+    return app_clock()
 
 
 # Authentication
@@ -363,6 +367,8 @@ def email_list():
 def email_post():
     """Draft an email for a therapist, and queue it if asked."""
     email = order_email(db.session, _json_body(), _clock())
+    if email.status == EmailStatus.QUEUED:
+        enqueue_sending([email])
     log.info(
         "email %s ordered as %s via api token %s",
         email.id,
