@@ -4,6 +4,7 @@ import click
 from flask import Flask
 
 from webapp.cli_batching import run_batching_command
+from webapp.cli_calls import plan_calls_command
 from webapp.cli_demo import seed_demo
 from webapp.cli_intake import create_api_token_command, import_data
 from webapp.extensions import db
@@ -16,6 +17,7 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(import_data)
     app.cli.add_command(create_api_token_command)
     app.cli.add_command(seed_demo)
+    app.cli.add_command(plan_calls_command)
     app.cli.add_command(run_batching_command)
 
 

@@ -101,3 +101,18 @@ def _schedule_send(priority: int, when: datetime) -> None:
         when.replace(tzinfo=UTC), send_due_emails, priority, job_timeout=600
     )
     log.info("retry job %s scheduled for %s", job.id, when)
+
+
+def plan_calls() -> dict:
+    """Plan follow-up calls and calls to therapists without email."""
+    from webapp.call_planning import plan_calls as plan
+
+    with app_context():
+        return plan(db.session, app_clock()).as_dict()
+
+
+def enqueue_call_planning() -> str:
+    """Queue a call planning run; return the job id."""
+    job = default_queue().enqueue(plan_calls, job_timeout=600, result_ttl=3600)
+    log.info("call planning job %s enqueued", job.id)
+    return job.id

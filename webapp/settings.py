@@ -56,6 +56,8 @@ class Settings:
     BATCH_MAX_REQUESTS: int = 6
     RETRY_INTERVALS: list[int] = field(default_factory=lambda: [60, 300, 900, 3600])
     SEND_CHUNK_SIZE: int = 200
+    CALL_LINES: int = 1
+    FOLLOW_UP_AFTER_DAYS: int = 7
 
     LOGIN_RATE_LIMIT: str = "10 per minute;50 per hour"
     TIMEZONE: str = "Europe/Berlin"
@@ -85,6 +87,10 @@ class Settings:
             BATCH_MAX_REQUESTS=_env_int("BATCH_MAX_REQUESTS", cls.BATCH_MAX_REQUESTS),
             RETRY_INTERVALS=_env_intervals("RETRY_INTERVALS", "60,300,900,3600"),
             SEND_CHUNK_SIZE=_env_int("SEND_CHUNK_SIZE", cls.SEND_CHUNK_SIZE),
+            CALL_LINES=_env_int("CALL_LINES", cls.CALL_LINES),
+            FOLLOW_UP_AFTER_DAYS=_env_int(
+                "FOLLOW_UP_AFTER_DAYS", cls.FOLLOW_UP_AFTER_DAYS
+            ),
             DEMO_MAILBOX_DIR=env.get("DEMO_MAILBOX_DIR") or None,
             LOGIN_RATE_LIMIT=env.get("LOGIN_RATE_LIMIT") or cls.LOGIN_RATE_LIMIT,
         )
@@ -99,6 +105,8 @@ class Settings:
             raise ValueError("BATCH_MAX_REQUESTS must be at least 1")
         if self.SEND_CHUNK_SIZE < 1:
             raise ValueError("SEND_CHUNK_SIZE must be at least 1")
+        if self.CALL_LINES < 1:
+            raise ValueError("CALL_LINES must be at least 1")
 
     def as_mapping(self) -> dict:
         """Return the settings as a Flask config mapping."""
