@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from webapp.approval import lock_therapist
 from webapp.clock import BERLIN, Clock
 from webapp.exceptions import ValidationFailed
 from webapp.models import (
@@ -242,15 +243,20 @@ def plan_call(
 
     Returns None (and logs) for a blocked therapist or when no slot is free
     within the horizon. Nothing is planned before the therapist's next
-    possible contact date. The call is flushed inside a savepoint but not
-    committed: the caller commits, so recording an outcome and planning the
-    next try can share one transaction. Raises ValidationFailed for an
-    unknown federal state or malformed windows.
+    possible contact date. Takes the therapist's row lock and flushes the
+    call inside a savepoint, but does not commit: the caller commits, so
+    recording an outcome and planning the next try share one transaction.
+    `source_email` defaults to the previous call's. Raises ValidationFailed
+    for an unknown federal state or malformed windows.
     """
     if therapist.blocked:
         log.info("therapist %s is blocked; no call planned", therapist.id)
         return None
 
+    # Planners of one therapist queue up here. The UPDATE also opens the
+    # transaction on SQLite, whose driver would otherwise let the savepoint
+    # below commit on release.
+    lock_therapist(session, therapist.id)
     lines = current_app.config["CALL_LINES"]
     not_before = _latest(not_before_date, therapist.next_contact_after)
     if source_email is None and previous_call is not None:
