@@ -1,0 +1,159 @@
+"""End to end in Chromium: batching, preview, approval, sending and the cap.
+
+Set SCREENSHOT_DIR to keep screenshots of the drafts page and the preview.
+"""
+
+import os
+import signal
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.factories import make_request, make_sent_email, make_therapist
+from webapp.batching import run_batching
+from webapp.clock import system_clock
+from webapp.extensions import db
+
+pytestmark = pytest.mark.browser
+
+RECIPIENT = "praxis.weiss@example.org"
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args):
+    """A browser set up like the staff's: German locale, Berlin time."""
+    return {**browser_context_args, "locale": "de-DE", "timezone_id": "Europe/Berlin"}
+
+
+def screenshot(page: Page, name: str) -> None:
+    """Save a full-page screenshot when SCREENSHOT_DIR is set."""
+    folder = os.environ.get("SCREENSHOT_DIR")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
+def log_in(page: Page, base_url: str, email: str) -> None:
+    """Sign in through the login form and land on the drafts page."""
+    page.goto(f"{base_url}/login")
+    page.get_by_label("E-Mail").fill(email)
+    page.get_by_label("Passwort").fill("geheim-123")
+    page.get_by_role("button", name="Anmelden").click()
+    expect(page.get_by_role("heading", name="Entwürfe", exact=True)).to_be_visible()
+
+
+def test_draft_goes_from_batching_through_preview_and_approval_to_the_inbox(
+    page: Page, live_server, worker_process, coordinator, sink
+):
+    therapist = make_therapist(
+        salutation="Frau",
+        title="Dr.",
+        first_name="Anna",
+        last_name="Weiß",
+        email=RECIPIENT,
+        federal_state="BY",
+    )
+    make_request(therapist, days_waiting=20, patient_pseudonym="P-ALPHA")
+    make_request(therapist, days_waiting=5, patient_pseudonym="P-BETA")
+    log_in(page, live_server, coordinator.email)
+
+    # Batching runs in the worker; the status fragment polls until it is done.
+    page.get_by_role("button", name="Entwürfe erstellen").click()
+    expect(page.locator("#batching-status")).to_contain_text(
+        "1 Entwurf erstellt, 0 Anfragen warten", timeout=20_000
+    )
+    row = page.locator("#drafts tr.draft-row", has_text="Weiß")
+    expect(row).to_contain_text("Sammelanfrage")
+    expect(row).to_contain_text("Bayern")
+    expect(row).to_contain_text("seit heute")
+    screenshot(page, "entwuerfe")
+
+    # The preview opens beside the list, the HTML part in a sandboxed frame.
+    row.get_by_role("link", name="Vorschau").click()
+    preview = page.locator("#preview-slot #email-preview")
+    expect(preview).to_contain_text(f"Dr. Anna Weiß <{RECIPIENT}>")
+    expect(preview).to_contain_text("P-ALPHA")
+    expect(preview).to_contain_text("P-BETA")
+    frame = preview.frame_locator("iframe.email-frame")
+    expect(frame.locator("body")).to_contain_text("Sehr geehrte Frau Dr. Weiß")
+    expect(frame.locator("body")).to_contain_text("P-ALPHA")
+    expect(preview.locator("pre.email-text")).to_contain_text(
+        "Sehr geehrte Frau Dr. Weiß"
+    )
+    assert preview.locator("iframe.email-frame").get_attribute("sandbox") == ""
+    subject = preview.locator("h2").inner_text()
+    screenshot(page, "vorschau")
+
+    # Hold the worker so the email list shows it queued before it goes out.
+    os.kill(worker_process.pid, signal.SIGSTOP)
+    try:
+        preview.get_by_role("button", name="Freigeben").click()
+        expect(preview.locator(".badge").first).to_have_text("In Warteschlange")
+        expect(page.locator("#drafts")).to_contain_text("Keine Entwürfe")
+
+        page.get_by_role("link", name="E-Mails", exact=True).click()
+        sent_row = page.locator("#email-results tr", has_text="Weiß")
+        expect(sent_row.locator(".badge")).to_have_text("In Warteschlange")
+        page.evaluate("window.stillTheSamePage = true")
+    finally:
+        os.kill(worker_process.pid, signal.SIGCONT)
+
+    expect(sent_row.locator(".badge")).to_have_text("Gesendet", timeout=20_000)
+    assert page.evaluate("window.stillTheSamePage === true")
+    expect(page.locator(".count-gesendet .count-number")).to_have_text("1")
+    screenshot(page, "emails")
+
+    sink.wait_for(1)
+    [message] = sink.parsed()
+    assert message["To"].addresses[0].addr_spec == RECIPIENT
+    assert message["Subject"] == subject
+    assert "ä" in message["Subject"]
+    plain = message.get_body(("plain",)).get_content()
+    html = message.get_body(("html",)).get_content()
+    assert "Sehr geehrte Frau Dr. Weiß" in plain
+    assert "Sehr geehrte Frau Dr. Weiß" in html
+    assert message.get_content_type() == "multipart/alternative"
+
+
+def test_selection_approval_keeps_a_capped_draft_and_says_why(
+    page: Page, live_server, coordinator
+):
+    fresh = make_therapist(last_name="Frisch")
+    capped = make_therapist(last_name="Begrenzt")
+    make_request(fresh)
+    make_request(capped)
+    run_batching(db.session, system_clock)
+    make_sent_email(capped, system_clock.now() - timedelta(days=2))
+    log_in(page, live_server, coordinator.email)
+
+    for name in ("Frisch", "Begrenzt"):
+        page.locator("tr.draft-row", has_text=name).get_by_role("checkbox").check()
+    page.get_by_role("button", name="Ausgewählte freigeben").click()
+
+    refusal = page.locator("tr.refusal")
+    expect(refusal).to_contain_text("Wochenlimit erreicht")
+    expect(page.locator("tr.draft-row", has_text="Frisch")).to_have_count(0)
+    expect(page.locator("tr.draft-row", has_text="Begrenzt")).to_be_visible()
+    expect(page.locator("#drafts .notice")).to_contain_text("1 E-Mail freigegeben")
+    screenshot(page, "entwuerfe-wochenlimit")
+
+
+def test_discarding_asks_first(page: Page, live_server, coordinator):
+    make_request(make_therapist(last_name="Verworfen"))
+    run_batching(db.session, system_clock)
+    log_in(page, live_server, coordinator.email)
+    questions: list[str] = []
+
+    def answer(dialog) -> None:
+        questions.append(dialog.message)
+        dialog.accept()
+
+    page.on("dialog", answer)
+    row = page.locator("tr.draft-row", has_text="Verworfen")
+    row.get_by_role("button", name="Verwerfen").click()
+
+    expect(page.locator("#drafts")).to_contain_text("1 Entwurf verworfen")
+    expect(row).to_have_count(0)
+    assert questions and "verwerfen?" in questions[0]
