@@ -332,6 +332,39 @@ def test_a_sent_email_cannot_be_approved_or_discarded_again(app, logged_in_clien
     assert status_of(email.id) == EmailStatus.SENT
 
 
+@pytest.fixture
+def queue_unreachable(app, tmp_path):
+    """Point the app at a Redis socket that does not exist."""
+    configured = app.config["REDIS_URL"]
+    app.config["REDIS_URL"] = f"unix://{tmp_path}/missing.sock"
+    yield
+    app.config["REDIS_URL"] = configured
+
+
+def test_approval_holds_when_the_queue_is_unreachable(
+    app, logged_in_client, queue_unreachable
+):
+    email = draft_for(make_therapist())
+
+    html = text_of(
+        logged_in_client.post(
+            "/drafts/approve", data={"email_ids": email.id}, headers=HTMX
+        )
+    )
+
+    assert status_of(email.id) == EmailStatus.QUEUED
+    assert "sobald die Warteschlange erreichbar ist" in html
+
+
+def test_batching_says_so_when_the_queue_is_unreachable(
+    app, logged_in_client, queue_unreachable
+):
+    html = text_of(logged_in_client.post("/batching", headers=HTMX))
+
+    assert "Warteschlange ist nicht erreichbar" in html
+    assert "hx-trigger" not in html
+
+
 # Batching progress ------------------------------------------------------------
 
 
