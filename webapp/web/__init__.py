@@ -9,6 +9,7 @@ def register_web(app: Flask) -> None:
     """Register every blueprint and the shared template helpers."""
     from webapp.web.api import api
     from webapp.web.auth import auth
+    from webapp.web.calendars import calendars
     from webapp.web.dashboard import dashboard
     from webapp.web.mailbox import mailbox
 
@@ -16,6 +17,7 @@ def register_web(app: Flask) -> None:
     app.register_blueprint(dashboard)
     app.register_blueprint(api, url_prefix="/api")
     app.register_blueprint(mailbox)
+    app.register_blueprint(calendars)
     filters.register(app)
     app.after_request(_security_headers)
 
