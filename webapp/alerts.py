@@ -3,7 +3,7 @@
 import logging
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from webapp.clock import Clock
@@ -17,29 +17,34 @@ def raise_alert(
 ) -> Alert | None:
     """Store an alert unless the same one is still open; return the new one.
 
-    The caller commits. A unique index on open alerts makes a concurrent
-    second raise fail quietly.
+    One INSERT .. ON CONFLICT DO NOTHING against the unique index on open
+    alerts, so concurrent raises store one alert and need no savepoint.
+    The caller commits.
     """
-    open_alert = session.scalar(
-        select(Alert).where(
-            Alert.kind == kind,
-            Alert.subject_key == subject_key,
-            Alert.acknowledged_at.is_(None),
+    insert = _dialect_insert(session)
+    statement = (
+        insert(Alert)
+        .values(
+            kind=kind,
+            subject_key=subject_key,
+            message=message,
+            created_at=clock.now(),
         )
+        .on_conflict_do_nothing()
+        .returning(Alert.id)
     )
-    if open_alert is not None:
+    alert_id = session.execute(statement).scalar()
+    if alert_id is None:
         return None
 
-    alert = Alert(
-        kind=kind, subject_key=subject_key, message=message, created_at=clock.now()
-    )
-    try:
-        with session.begin_nested():
-            session.add(alert)
-    except IntegrityError:
-        return None
-    log.warning("alert %s raised: %s %s", alert.id, kind, subject_key)
-    return alert
+    log.warning("alert %s raised: %s %s", alert_id, kind, subject_key)
+    return session.get(Alert, alert_id)
+
+
+def _dialect_insert(session: Session):
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert
+    return sqlite.insert
 
 
 def acknowledge(session: Session, clock: Clock, alert: Alert, user: User) -> None:
