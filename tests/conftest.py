@@ -6,8 +6,10 @@ a throwaway database is created for the run and dropped afterwards.
 """
 
 import os
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -227,25 +229,48 @@ def live_server(app) -> Iterator[str]:
     thread.join(timeout=5)
 
 
-@pytest.fixture
-def worker_process(app, database_url, redis_url, smtp_server) -> Iterator:
-    """A real `worker.py` process on the test database, Redis and SMTP."""
-    _, smtp_port = smtp_server
-    env = {
+def start_worker(
+    database_url: str, redis_url: str, smtp_port: int, *args: str, **env: str
+) -> subprocess.Popen:
+    """Start `worker.py` on the test database, Redis and an SMTP port."""
+    environment = {
         **os.environ,
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "SMTP_HOST": "127.0.0.1",
         "SMTP_PORT": str(smtp_port),
         "SECRET_KEY": "test-secret",
+        **env,
     }
     root = Path(__file__).resolve().parent.parent
-    process = subprocess.Popen(
-        [str(Path(os.sys.executable)), str(root / "worker.py")], env=env, cwd=root
+    # Its own process group, so RQ's scheduler child goes down with it.
+    return subprocess.Popen(
+        [sys.executable, str(root / "worker.py"), *args],
+        env=environment,
+        cwd=root,
+        start_new_session=True,
     )
-    yield process
-    process.terminate()
+
+
+def stop_worker(process: subprocess.Popen) -> None:
+    """Stop a worker process and its children, politely first."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pass
     try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=5)
+
+
+@pytest.fixture
+def worker_process(app, database_url, redis_url, smtp_server) -> Iterator:
+    """A real `worker.py` process on the test database, Redis and SMTP."""
+    _, smtp_port = smtp_server
+    process = start_worker(database_url, redis_url, smtp_port)
+    yield process
+    stop_worker(process)

@@ -5,14 +5,14 @@ import os
 import socket
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from flask import Flask, current_app, has_app_context
 
 from webapp.clock import app_clock
 from webapp.extensions import db
 from webapp.models import Email
-from webapp.queueing import default_queue, queue_for_priority
+from webapp.queueing import default_queue, queue_for_priority, redis_connection
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,39 @@ def enqueue_batching() -> str:
     job = default_queue().enqueue(run_batching, job_timeout=600, result_ttl=3600)
     log.info("batching job %s enqueued", job.id)
     return job.id
+
+
+def reconcile() -> dict:
+    """Recover emails of dead workers and wake sending for due emails."""
+    from rq import Worker
+
+    from webapp.reconcile import (
+        ReconcileReport,
+        due_priorities,
+        recover_stuck_emails,
+    )
+
+    with app_context() as app:
+        connection = redis_connection()
+        live_workers = {worker.name for worker in Worker.all(connection=connection)}
+        report = ReconcileReport()
+        recover_stuck_emails(
+            db.session,
+            app_clock(),
+            timedelta(seconds=app.config["SENDING_TIMEOUT"]),
+            live_workers,
+            max_tries=len(app.config["RETRY_INTERVALS"]),
+            report=report,
+        )
+        report.due_priorities = due_priorities(db.session, app_clock())
+
+        # A job per priority is enough: it drains every due email of it.
+        for priority in report.due_priorities:
+            queue = queue_for_priority(priority, connection)
+            if queue.count == 0:
+                queue.enqueue(send_due_emails, priority, job_timeout=600)
+                log.info("reconciler woke sending for priority %s", priority)
+        return report.as_dict()
 
 
 def _schedule_send(priority: int, when: datetime) -> None:

@@ -79,6 +79,8 @@ class AttemptOutcome(StrEnum):
     SENT = "gesendet"
     TRANSIENT = "voruebergehend"
     PERMANENT = "dauerhaft"
+    # The worker died mid-send: the server may or may not have the message.
+    INTERRUPTED = "unterbrochen"
 
 
 class User(UserMixin, db.Model):

@@ -56,8 +56,12 @@ class Settings:
     BATCH_MAX_REQUESTS: int = 6
     RETRY_INTERVALS: list[int] = field(default_factory=lambda: [60, 300, 900, 3600])
     SEND_CHUNK_SIZE: int = 200
+    # Seconds after which an email a dead worker left in wird_gesendet
+    # goes back to the queue.
+    SENDING_TIMEOUT: int = 600
     CALL_LINES: int = 1
     FOLLOW_UP_AFTER_DAYS: int = 7
+    COOLING_DAYS: int = 28
 
     LOGIN_RATE_LIMIT: str = "10 per minute;50 per hour"
     TIMEZONE: str = "Europe/Berlin"
@@ -87,10 +91,12 @@ class Settings:
             BATCH_MAX_REQUESTS=_env_int("BATCH_MAX_REQUESTS", cls.BATCH_MAX_REQUESTS),
             RETRY_INTERVALS=_env_intervals("RETRY_INTERVALS", "60,300,900,3600"),
             SEND_CHUNK_SIZE=_env_int("SEND_CHUNK_SIZE", cls.SEND_CHUNK_SIZE),
+            SENDING_TIMEOUT=_env_int("SENDING_TIMEOUT", cls.SENDING_TIMEOUT),
             CALL_LINES=_env_int("CALL_LINES", cls.CALL_LINES),
             FOLLOW_UP_AFTER_DAYS=_env_int(
                 "FOLLOW_UP_AFTER_DAYS", cls.FOLLOW_UP_AFTER_DAYS
             ),
+            COOLING_DAYS=_env_int("COOLING_DAYS", cls.COOLING_DAYS),
             DEMO_MAILBOX_DIR=env.get("DEMO_MAILBOX_DIR") or None,
             LOGIN_RATE_LIMIT=env.get("LOGIN_RATE_LIMIT") or cls.LOGIN_RATE_LIMIT,
         )
