@@ -17,6 +17,8 @@ from webapp.drafting import create_draft
 from webapp.extensions import db
 from webapp.jobs import enqueue_sending
 from webapp.models import (
+    Alert,
+    AlertKind,
     AttemptOutcome,
     DeliveryAttempt,
     Email,
@@ -254,3 +256,14 @@ def test_enqueued_job_is_run_by_an_rq_worker(app, sink):
     assert rcpt_tos == [recipient]
     attempts = db.session.scalars(select(DeliveryAttempt)).all()
     assert len(attempts) == 1
+
+
+def test_final_failure_raises_one_alert(app, server):
+    clock = FixedClock(NOW)
+    bad = queued_email(clock, email="unbekannt@praxis.example")
+
+    send(server, clock)
+
+    [alert] = db.session.scalars(select(Alert)).all()
+    assert alert.kind == AlertKind.EMAIL_FAILED
+    assert alert.subject_key == f"email:{bad.id}"

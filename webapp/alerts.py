@@ -1,6 +1,7 @@
 """Alerts for supervisors, raised once until acknowledged (rule 12)."""
 
 import logging
+from collections.abc import Iterable
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -45,6 +46,20 @@ def _dialect_insert(session: Session):
     if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert
     return sqlite.insert
+
+
+def alert_failed_emails(
+    session: Session, clock: Clock, email_ids: Iterable[int]
+) -> None:
+    """Raise one alert per email that failed for good; the caller commits."""
+    for email_id in email_ids:
+        raise_alert(
+            session,
+            clock,
+            AlertKind.EMAIL_FAILED,
+            f"email:{email_id}",
+            f"E-Mail {email_id} ist endgültig fehlgeschlagen.",
+        )
 
 
 def acknowledge(session: Session, clock: Clock, alert: Alert, user: User) -> None:

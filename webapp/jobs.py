@@ -119,6 +119,7 @@ def reconcile() -> dict:
             report=report,
         )
         report.due_priorities = due_priorities(db.session, app_clock())
+        _watch_delivery(app, report)
 
         # A job per priority is enough: it drains every due email of it.
         for priority in report.due_priorities:
@@ -127,6 +128,29 @@ def reconcile() -> dict:
                 queue.enqueue(send_due_emails, priority, job_timeout=600)
                 log.info("reconciler woke sending for priority %s", priority)
         return report.as_dict()
+
+
+def _watch_delivery(app: Flask, report) -> None:
+    from webapp.alerts import alert_failed_emails
+    from webapp.monitoring import check_failure_rate, mail_new_alerts
+    from webapp.sending import SmtpSettings
+
+    config = app.config
+    clock = app_clock()
+    alert_failed_emails(db.session, clock, report.failed)
+    check_failure_rate(
+        db.session,
+        clock,
+        config["FAILURE_RATE_THRESHOLD"],
+        config["FAILURE_RATE_MIN_ATTEMPTS"],
+    )
+    db.session.commit()
+    mail_new_alerts(
+        db.session,
+        clock,
+        SmtpSettings.from_config(config),
+        (config["MAIL_SENDER_NAME"], config["MAIL_SENDER_EMAIL"]),
+    )
 
 
 def _schedule_send(priority: int, when: datetime) -> None:

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from webapp.alerts import alert_failed_emails
 from webapp.approval import cap_frees_at
 from webapp.clock import Clock
 from webapp.exceptions import PermanentSmtpFailure, SmtpFailure, TransientSmtpFailure
@@ -75,6 +76,7 @@ class SendReport:
     retrying: int = 0
     failed: int = 0
     deferred: int = 0
+    failed_ids: list[int] = field(default_factory=list)
     retry_times: list[datetime] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -394,6 +396,7 @@ def _record(
     """Write attempts and new statuses of a chunk in one transaction."""
     now = clock.now()
     retries = {due.id: due.retry_count for due in chunk}
+    failed_before = len(report.failed_ids)
     changes = []
 
     for result in outcomes:
@@ -428,6 +431,8 @@ def _record(
         )
     if changes:
         session.execute(update(Email), changes)
+    # Supervisors learn of a final failure in the same transaction.
+    alert_failed_emails(session, clock, report.failed_ids[failed_before:])
     session.commit()
 
 
@@ -454,6 +459,7 @@ def _status_change(
         policy.retry_intervals
     ):
         report.failed += 1
+        report.failed_ids.append(result.email_id)
         log.warning(
             "email %s failed for good after %s tries", result.email_id, attempts_done
         )

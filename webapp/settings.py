@@ -19,6 +19,16 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+
+
 def _env_intervals(name: str, default: str) -> list[int]:
     raw = os.environ.get(name) or default
     try:
@@ -59,6 +69,10 @@ class Settings:
     # Seconds after which an email a dead worker left in wird_gesendet
     # goes back to the queue.
     SENDING_TIMEOUT: int = 600
+    # Alert when more than this share of the last hour's tries failed.
+    FAILURE_RATE_THRESHOLD: float = 0.2
+    FAILURE_RATE_MIN_ATTEMPTS: int = 20
+    WORKER_SILENT_MINUTES: int = 5
     CALL_LINES: int = 1
     FOLLOW_UP_AFTER_DAYS: int = 7
     COOLING_DAYS: int = 28
@@ -92,6 +106,15 @@ class Settings:
             RETRY_INTERVALS=_env_intervals("RETRY_INTERVALS", "60,300,900,3600"),
             SEND_CHUNK_SIZE=_env_int("SEND_CHUNK_SIZE", cls.SEND_CHUNK_SIZE),
             SENDING_TIMEOUT=_env_int("SENDING_TIMEOUT", cls.SENDING_TIMEOUT),
+            FAILURE_RATE_THRESHOLD=_env_float(
+                "FAILURE_RATE_THRESHOLD", cls.FAILURE_RATE_THRESHOLD
+            ),
+            FAILURE_RATE_MIN_ATTEMPTS=_env_int(
+                "FAILURE_RATE_MIN_ATTEMPTS", cls.FAILURE_RATE_MIN_ATTEMPTS
+            ),
+            WORKER_SILENT_MINUTES=_env_int(
+                "WORKER_SILENT_MINUTES", cls.WORKER_SILENT_MINUTES
+            ),
             CALL_LINES=_env_int("CALL_LINES", cls.CALL_LINES),
             FOLLOW_UP_AFTER_DAYS=_env_int(
                 "FOLLOW_UP_AFTER_DAYS", cls.FOLLOW_UP_AFTER_DAYS
