@@ -150,6 +150,13 @@ def test_therapist_month_navigates_without_reload_and_opens_a_call(
     expect_no_reload(page)
     screenshot(page, "kalender-therapeut-anruf")
 
+    # An email opens its preview in the same panel.
+    calendar.locator("a.entry-email").click()
+    expect(page.locator("#entry-slot #email-preview")).to_contain_text(
+        "Frühere Anfrage"
+    )
+    expect(page.locator("#entry-slot #call-entry")).to_have_count(0)
+
     # The week view shows the phone windows as bands.
     page.get_by_role("link", name="Woche", exact=True).click()
     expect(calendar.get_by_role("heading")).to_contain_text("KW 49")
@@ -171,6 +178,8 @@ def test_coordinator_week_shows_booked_and_free_slots(
     make_call(oeztuerk, datetime(2026, 12, 15, 8, 0))  # next Tuesday 09:00
     log_in(page, live_server, coordinator.email)
 
+    page.get_by_role("navigation").get_by_role("link", name="Kalender").click()
+    expect(page.get_by_role("heading", name="Anrufwoche", exact=True)).to_be_visible()
     page.goto(f"{live_server}/kalender/woche?datum=2026-12-08")
     calendar = page.locator("#calendar")
     expect(calendar.get_by_role("heading")).to_have_text("KW 50 · 07.12.–13.12.2026")

@@ -395,6 +395,17 @@ def test_htmx_navigation_gets_only_the_calendar_fragment(logged_in_client, clock
     assert 'hx-push-url="true"' in html
 
 
+def test_a_history_restore_gets_the_whole_page(logged_in_client, clock):
+    therapist = make_therapist()
+
+    response = logged_in_client.get(
+        f"/therapeuten/{therapist.id}/kalender",
+        headers={"HX-Request": "true", "HX-History-Restore-Request": "true"},
+    )
+
+    assert "<html" in response.get_data(as_text=True)
+
+
 def test_week_view_shows_bands_and_local_times(logged_in_client, clock):
     therapist = make_therapist(phone_availability=WINDOWS)
     make_call(therapist, datetime(2027, 3, 29, 7, 5))  # after spring forward

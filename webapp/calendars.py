@@ -135,7 +135,9 @@ class CalendarEntry:
     """One thing that happened or will happen with a therapist.
 
     `kind` is "email", "call" or "reply"; `state` is the email status, the
-    call's state (see `call_state`) or "reply". Replies have a day but no time.
+    call's state (see `call_state`) or "reply"; `detail` is the email kind,
+    the call's attempt number, or "abgelehnt" for a reply with a decline.
+    Replies have a day but no time.
     """
 
     kind: str
