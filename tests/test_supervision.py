@@ -1,0 +1,569 @@
+"""Supervision services and pages: failure report, requeue, cancel, charts."""
+
+import itertools
+from datetime import datetime, timedelta
+from email import message_from_bytes, policy
+
+import pytest
+from sqlalchemy import select
+
+from tests.conftest import create_user
+from tests.factories import make_sent_email, make_therapist
+from webapp import supervision
+from webapp.clock import FixedClock
+from webapp.exceptions import InvalidTransition, ValidationFailed, WeeklyCapExceeded
+from webapp.extensions import db
+from webapp.message import build_mime
+from webapp.models import (
+    AttemptOutcome,
+    AuditEntry,
+    DeliveryAttempt,
+    Email,
+    EmailKind,
+    EmailStatus,
+    Role,
+)
+from webapp.sending import SendPolicy, SmtpSettings, send_due_emails
+from webapp.supervision import (
+    SPANS,
+    ErrorClass,
+    ReportFilters,
+    ReportState,
+    classify_attempt,
+    error_class_counts,
+    failure_report,
+)
+
+NOW = datetime(2026, 12, 4, 13, 35)  # 14:35 in Berlin
+SENDER = "vermittlung@therapieplatz.example"
+MESSAGE_ID = "<fehler-1@therapieplatz.example>"
+
+# (outcome, smtp code, reply, expected class)
+ATTEMPT_CASES = [
+    (AttemptOutcome.TRANSIENT, None, "Verbindung fehlgeschlagen: refused", "unreach"),
+    (AttemptOutcome.TRANSIENT, None, "Zeitüberschreitung beim Senden", "unreach"),
+    (AttemptOutcome.TRANSIENT, 421, "4.3.2 Service shutting down", "temp"),
+    (AttemptOutcome.TRANSIENT, 451, "Try again later", "temp"),
+    (AttemptOutcome.PERMANENT, 550, "5.1.1 <x@example.org>: User unknown", "address"),
+    (AttemptOutcome.PERMANENT, 550, "No such user here", "address"),
+    (AttemptOutcome.PERMANENT, 553, "5.1.3 Bad recipient address syntax", "address"),
+    (AttemptOutcome.PERMANENT, 554, "Rejected: 5.1.1 mailbox unknown", "address"),
+    (AttemptOutcome.PERMANENT, 550, "5.7.1 Message rejected as spam", "rejected"),
+    (AttemptOutcome.PERMANENT, 552, "5.3.4 Message too big", "rejected"),
+    (AttemptOutcome.PERMANENT, 554, "Transaction failed", "rejected"),
+    (AttemptOutcome.INTERRUPTED, None, "Zustellung unterbrochen", "worker"),
+    (AttemptOutcome.TRANSIENT, 250, "odd", "other"),
+]
+CLASSES = {
+    "unreach": ErrorClass.UNREACHABLE,
+    "temp": ErrorClass.TEMPORARY,
+    "address": ErrorClass.UNKNOWN_ADDRESS,
+    "rejected": ErrorClass.REJECTED,
+    "worker": ErrorClass.INTERRUPTED,
+    "other": ErrorClass.OTHER,
+}
+
+
+def make_email(
+    therapist=None,
+    *,
+    status: EmailStatus = EmailStatus.FAILED,
+    kind: EmailKind = EmailKind.BATCH_REQUEST,
+    retry_count: int = 0,
+    attempts=(),
+    message_id: str | None = None,
+    recipient: str = "praxis@weiss.example",
+    next_attempt_at: datetime | None = None,
+) -> Email:
+    """Store an approved email and its attempts: (outcome, code, reply, at)."""
+    therapist = therapist or make_therapist()
+    message_id = message_id or f"<mail-{therapist.id}-{kind}@therapieplatz.example>"
+    fields = {
+        "subject": "Anfrage zur Psychotherapie",
+        "sender_name": "Therapieplatz-Vermittlung",
+        "sender_email": SENDER,
+        "recipient_name": therapist.full_name,
+        "recipient_email": recipient,
+        "message_id": message_id,
+        "html": "<p>Sehr geehrte Frau Dr. Weiß</p>",
+        "text": "Sehr geehrte Frau Dr. Weiß",
+    }
+    email = Email(
+        therapist_id=therapist.id,
+        kind=kind,
+        priority=1 if kind == EmailKind.CONFIRMATION else 3,
+        subject=fields["subject"],
+        body_html=fields["html"],
+        body_text=fields["text"],
+        recipient_email=recipient,
+        recipient_name=fields["recipient_name"],
+        sender_email=SENDER,
+        sender_name=fields["sender_name"],
+        status=status,
+        message_id=message_id,
+        mime_bytes=build_mime(**fields),
+        retry_count=retry_count,
+        queued_at=NOW - timedelta(days=1),
+        next_attempt_at=next_attempt_at,
+        error_message="Fehler" if status == EmailStatus.FAILED else None,
+        created_at=NOW - timedelta(days=1),
+        updated_at=NOW - timedelta(days=1),
+    )
+    db.session.add(email)
+    db.session.flush()
+    for outcome, code, reply, at in attempts:
+        db.session.add(
+            DeliveryAttempt(
+                email_id=email.id,
+                attempted_at=at,
+                worker="host:1",
+                smtp_code=code,
+                smtp_reply=reply,
+                outcome=outcome,
+                duration_ms=12,
+            )
+        )
+    db.session.commit()
+    return email
+
+
+def failed_550(therapist=None, **fields) -> Email:
+    """A request email refused with 550 a few minutes ago."""
+    attempt = (AttemptOutcome.PERMANENT, 550, "5.1.1 User unknown", NOW)
+    return make_email(therapist, attempts=[attempt], **fields)
+
+
+@pytest.fixture
+def supervisor(app):
+    """A stored supervisor with password geheim-123."""
+    return create_user(
+        "aufsicht@example.org", role=Role.SUPERVISOR, name="Sam Aufsicht"
+    )
+
+
+# Error classes ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("outcome", "code", "reply", "expected"), ATTEMPT_CASES)
+def test_error_class_in_python_and_sql_agree(app, outcome, code, reply, expected):
+    email = make_email(attempts=[(outcome, code, reply, NOW)])
+    clock = FixedClock(NOW)
+    wanted = CLASSES[expected]
+
+    report = failure_report(db.session, clock, ReportFilters(error_class=wanted))
+
+    assert classify_attempt(outcome, code, reply) == wanted
+    assert [row.email.id for row in report.items] == [email.id]
+    assert report.items[0].error_class == wanted
+    assert error_class_counts(db.session, clock, ReportFilters()) == {wanted: 1}
+
+
+def test_sent_attempt_has_no_error_class():
+    assert classify_attempt(AttemptOutcome.SENT, 250, "OK") is None
+
+
+@pytest.mark.parametrize(
+    ("error_class", "label"),
+    [
+        (ErrorClass.UNREACHABLE, "Server nicht erreichbar"),
+        (ErrorClass.TEMPORARY, "Vorübergehend abgelehnt (4xx)"),
+        (ErrorClass.UNKNOWN_ADDRESS, "Adresse unbekannt"),
+        (ErrorClass.REJECTED, "Dauerhaft abgelehnt (5xx)"),
+        (ErrorClass.INTERRUPTED, "Worker ausgefallen"),
+    ],
+)
+def test_error_classes_read_in_plain_german(error_class, label):
+    assert supervision.ERROR_CLASS_LABELS[error_class] == label
+
+
+# Failure report -----------------------------------------------------------------
+
+
+def test_report_lists_failed_and_retrying_emails_with_attempt_summary(app):
+    failed = make_email(
+        attempts=[
+            (AttemptOutcome.TRANSIENT, 421, "busy", NOW - timedelta(hours=3)),
+            (AttemptOutcome.TRANSIENT, None, "refused", NOW - timedelta(hours=2)),
+            (AttemptOutcome.PERMANENT, 550, "5.1.1 unknown", NOW - timedelta(hours=1)),
+        ]
+    )
+    retrying = make_email(
+        status=EmailStatus.QUEUED,
+        retry_count=1,
+        next_attempt_at=NOW + timedelta(minutes=5),
+        attempts=[(AttemptOutcome.TRANSIENT, 451, "later", NOW - timedelta(minutes=1))],
+    )
+    make_email(status=EmailStatus.QUEUED, next_attempt_at=NOW)  # fresh, no trouble
+    make_sent_email(make_therapist(), NOW - timedelta(hours=5))
+
+    report = failure_report(db.session, FixedClock(NOW), ReportFilters())
+
+    assert [row.email.id for row in report.items] == [retrying.id, failed.id]
+    row = report.items[1]
+    assert row.attempts == 3
+    assert row.first_try == NOW - timedelta(hours=3)
+    assert row.last_try == NOW - timedelta(hours=1)
+    assert row.last_attempt.smtp_code == 550
+    assert row.error_class == ErrorClass.UNKNOWN_ADDRESS
+    assert report.items[0].error_class == ErrorClass.TEMPORARY
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        (ReportFilters(), {"old", "recent", "confirmation", "retrying"}),
+        (
+            ReportFilters(since=NOW - timedelta(days=1)),
+            {"recent", "confirmation", "retrying"},
+        ),
+        (ReportFilters(kind=EmailKind.CONFIRMATION), {"confirmation"}),
+        (ReportFilters(state=ReportState.FAILED), {"old", "recent", "confirmation"}),
+        (ReportFilters(state=ReportState.RETRYING), {"retrying"}),
+        (ReportFilters(state=ReportState.SCHEDULED), {"scheduled"}),
+        (ReportFilters(error_class=ErrorClass.UNREACHABLE), {"retrying"}),
+        (
+            ReportFilters(
+                kind=EmailKind.BATCH_REQUEST, error_class=ErrorClass.UNKNOWN_ADDRESS
+            ),
+            {"old", "recent"},
+        ),
+    ],
+)
+def test_report_filters(app, filters, expected):
+    emails = {
+        "old": failed_550(),
+        "recent": make_email(
+            attempts=[(AttemptOutcome.PERMANENT, 550, "no such user", NOW)]
+        ),
+        "confirmation": make_email(
+            kind=EmailKind.CONFIRMATION,
+            attempts=[(AttemptOutcome.PERMANENT, 554, "denied", NOW)],
+        ),
+        "retrying": make_email(
+            status=EmailStatus.QUEUED,
+            retry_count=2,
+            attempts=[(AttemptOutcome.TRANSIENT, None, "refused", NOW)],
+        ),
+        "scheduled": make_email(
+            status=EmailStatus.QUEUED, next_attempt_at=NOW + timedelta(days=2)
+        ),
+    }
+    old = emails["old"]
+    db.session.execute(
+        DeliveryAttempt.__table__.update()
+        .where(DeliveryAttempt.email_id == old.id)
+        .values(attempted_at=NOW - timedelta(days=3))
+    )
+    db.session.commit()
+    names = {email.id: name for name, email in emails.items()}
+
+    report = failure_report(db.session, FixedClock(NOW), filters)
+
+    assert {names[row.email.id] for row in report.items} == expected
+
+
+def test_report_pages(app):
+    for _ in range(5):
+        failed_550()
+
+    first = failure_report(db.session, FixedClock(NOW), ReportFilters(), 1, per_page=2)
+    last = failure_report(db.session, FixedClock(NOW), ReportFilters(), 9, per_page=2)
+
+    assert (first.total, first.pages, len(first.items)) == (5, 3, 2)
+    assert first.has_next and not first.has_prev
+    assert (last.page, len(last.items)) == (3, 1)
+
+
+def test_timeline_lists_attempts_in_order_and_interventions(app, supervisor):
+    email = make_email(
+        attempts=[
+            (AttemptOutcome.TRANSIENT, None, "refused", NOW - timedelta(hours=2)),
+            (AttemptOutcome.PERMANENT, 550, "5.1.1 unknown", NOW - timedelta(hours=1)),
+        ]
+    )
+    supervision.requeue(db.session, FixedClock(NOW), supervisor, email, "Tippfehler")
+
+    timeline = supervision.email_timeline(db.session, email)
+
+    assert [entry.error_class for entry in timeline.attempts] == [
+        ErrorClass.UNREACHABLE,
+        ErrorClass.UNKNOWN_ADDRESS,
+    ]
+    [entry] = timeline.interventions
+    assert (entry.action, entry.reason, entry.user.name) == (
+        "email_requeued",
+        "Tippfehler",
+        "Sam Aufsicht",
+    )
+
+
+# Requeue and cancel --------------------------------------------------------------
+
+
+def test_requeue_with_new_address_keeps_message_id_and_rebuilds_the_message(
+    app, supervisor
+):
+    email = failed_550(message_id=MESSAGE_ID, retry_count=3)
+    old_bytes = email.mime_bytes
+    clock = FixedClock(NOW)
+
+    supervision.requeue(
+        db.session,
+        clock,
+        supervisor,
+        email,
+        "Adresse telefonisch bestätigt",
+        new_address=" Praxis.Weiss@Example.org ",
+    )
+
+    db.session.expire_all()
+    stored = db.session.get(Email, email.id)
+    assert stored.status == EmailStatus.QUEUED
+    assert stored.retry_count == 0
+    assert stored.next_attempt_at == NOW
+    assert stored.error_message is None
+    assert stored.recipient_email == "Praxis.Weiss@example.org"
+    assert stored.message_id == MESSAGE_ID
+    assert stored.mime_bytes != old_bytes
+    message = message_from_bytes(stored.mime_bytes, policy=policy.default)
+    assert message["Message-ID"] == MESSAGE_ID
+    assert message["To"].addresses[0].addr_spec == "Praxis.Weiss@example.org"
+    assert "Sehr geehrte Frau Dr. Weiß" in message.get_body(("plain",)).get_content()
+    entries = db.session.scalars(select(AuditEntry).order_by(AuditEntry.id)).all()
+    assert [(e.action, e.user_id, e.reason, e.object_id) for e in entries] == [
+        ("email_requeued", supervisor.id, "Adresse telefonisch bestätigt", email.id),
+        ("email_readdressed", supervisor.id, "Adresse telefonisch bestätigt", email.id),
+    ]
+
+
+def test_requeued_email_goes_out_with_the_same_message_id(
+    app, supervisor, smtp_server, sink
+):
+    _, port = smtp_server
+    email = failed_550(message_id=MESSAGE_ID)
+    clock = FixedClock(NOW)
+    supervision.requeue(
+        db.session, clock, supervisor, email, "korrigiert", "neu@weiss.example"
+    )
+
+    report = send_due_emails(
+        db.session, clock, SmtpSettings("127.0.0.1", port), "test:1", SendPolicy()
+    )
+
+    assert report.sent == 1
+    sink.wait_for(1)
+    [(_, recipients, raw)] = sink.messages
+    assert recipients == ["neu@weiss.example"]
+    assert message_from_bytes(raw, policy=policy.default)["Message-ID"] == MESSAGE_ID
+    assert db.session.get(Email, email.id).status == EmailStatus.SENT
+
+
+def test_requeue_of_a_retrying_email_sends_it_now(app, supervisor):
+    email = make_email(
+        status=EmailStatus.QUEUED,
+        retry_count=2,
+        next_attempt_at=NOW + timedelta(minutes=40),
+        attempts=[(AttemptOutcome.TRANSIENT, None, "refused", NOW)],
+    )
+
+    supervision.requeue(db.session, FixedClock(NOW), supervisor, email, "Server läuft")
+
+    assert (email.status, email.retry_count, email.next_attempt_at) == (
+        EmailStatus.QUEUED,
+        0,
+        NOW,
+    )
+
+
+@pytest.mark.parametrize(
+    ("reason", "address", "field"),
+    [
+        ("", None, "reason"),
+        ("   ", "neu@weiss.example", "reason"),
+        ("x" * 501, None, "reason"),
+        ("Grund", "keine-adresse", "new_address"),
+        ("Grund", "a@b@c.example", "new_address"),
+        ("Grund", "neu@weiss.example\r\nBcc: x@y.example", "new_address"),
+    ],
+)
+def test_requeue_refuses_bad_input_and_changes_nothing(
+    app, supervisor, reason, address, field
+):
+    email = failed_550()
+
+    with pytest.raises(ValidationFailed) as refused:
+        supervision.requeue(
+            db.session, FixedClock(NOW), supervisor, email, reason, address
+        )
+
+    assert refused.value.field == field
+    db.session.expire_all()
+    assert db.session.get(Email, email.id).status == EmailStatus.FAILED
+    assert db.session.scalar(select(AuditEntry.id)) is None
+
+
+@pytest.mark.parametrize(
+    "status", [EmailStatus.SENT, EmailStatus.SENDING, EmailStatus.DRAFT]
+)
+def test_requeue_and_cancel_refuse_emails_not_in_trouble(app, supervisor, status):
+    email = make_email(status=status)
+    clock = FixedClock(NOW)
+
+    with pytest.raises(InvalidTransition):
+        supervision.requeue(db.session, clock, supervisor, email, "Grund")
+    with pytest.raises(InvalidTransition):
+        supervision.cancel(db.session, clock, supervisor, email, "Grund")
+
+
+def test_requeue_waits_for_the_weekly_cap(app, supervisor):
+    therapist = make_therapist()
+    make_sent_email(therapist, NOW - timedelta(days=2))
+    email = failed_550(therapist)
+
+    supervision.requeue(db.session, FixedClock(NOW), supervisor, email, "erneut")
+
+    assert email.status == EmailStatus.QUEUED
+    assert email.next_attempt_at == NOW + timedelta(days=5)
+
+
+def test_requeue_is_refused_while_another_request_is_pending(app, supervisor):
+    therapist = make_therapist()
+    make_email(therapist, status=EmailStatus.QUEUED, next_attempt_at=NOW)
+    email = failed_550(therapist, message_id="<second@therapieplatz.example>")
+
+    with pytest.raises(WeeklyCapExceeded):
+        supervision.requeue(db.session, FixedClock(NOW), supervisor, email, "erneut")
+
+    db.session.expire_all()
+    assert db.session.get(Email, email.id).status == EmailStatus.FAILED
+
+
+def test_confirmation_is_requeued_despite_the_cap(app, supervisor):
+    therapist = make_therapist()
+    make_sent_email(therapist, NOW - timedelta(days=2))
+    email = failed_550(therapist, kind=EmailKind.CONFIRMATION)
+
+    supervision.requeue(db.session, FixedClock(NOW), supervisor, email, "erneut")
+
+    assert email.next_attempt_at == NOW
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_count"),
+    [(EmailStatus.QUEUED, 0), (EmailStatus.QUEUED, 2), (EmailStatus.FAILED, 4)],
+)
+def test_cancel_discards_the_email_with_its_reason(
+    app, supervisor, status, retry_count
+):
+    email = make_email(
+        status=status, retry_count=retry_count, next_attempt_at=NOW + timedelta(days=1)
+    )
+
+    supervision.cancel(
+        db.session, FixedClock(NOW), supervisor, email, "Praxis geschlossen"
+    )
+
+    db.session.expire_all()
+    stored = db.session.get(Email, email.id)
+    assert stored.status == EmailStatus.DISCARDED
+    assert stored.error_message == "Abgebrochen: Praxis geschlossen"
+    assert stored.next_attempt_at is None
+    entry = db.session.scalar(select(AuditEntry))
+    assert (entry.action, entry.user_id, entry.object_type, entry.reason) == (
+        "email_cancelled",
+        supervisor.id,
+        "emails",
+        "Praxis geschlossen",
+    )
+
+
+def test_cancel_needs_a_reason(app, supervisor):
+    email = failed_550()
+
+    with pytest.raises(ValidationFailed):
+        supervision.cancel(db.session, FixedClock(NOW), supervisor, email, " ")
+
+    assert db.session.get(Email, email.id).status == EmailStatus.FAILED
+
+
+def test_cancelled_email_is_never_claimed(app, supervisor):
+    from webapp.sending import claim_due
+
+    email = make_email(status=EmailStatus.QUEUED, next_attempt_at=NOW)
+    supervision.cancel(db.session, FixedClock(NOW), supervisor, email, "doch nicht")
+
+    assert claim_due(db.session, FixedClock(NOW), "test:1", 10) == []
+
+
+# Charts ------------------------------------------------------------------------
+
+
+def store_attempt(email: Email, outcome: AttemptOutcome, at: datetime) -> None:
+    db.session.add(
+        DeliveryAttempt(email_id=email.id, attempted_at=at, worker="w", outcome=outcome)
+    )
+    db.session.commit()
+
+
+def test_hourly_series_counts_sent_retried_and_failed(app):
+    clock = FixedClock(NOW)
+    sent = make_email(status=EmailStatus.SENT)
+    failed = make_email()
+    retrying = make_email(status=EmailStatus.QUEUED, retry_count=1)
+    # 13:35 UTC is in the bucket 13:00-14:00 UTC (14:00 in Berlin), the last one.
+    store_attempt(sent, AttemptOutcome.TRANSIENT, NOW - timedelta(hours=2))
+    store_attempt(sent, AttemptOutcome.SENT, NOW - timedelta(minutes=30))
+    store_attempt(failed, AttemptOutcome.TRANSIENT, NOW - timedelta(hours=2))
+    store_attempt(failed, AttemptOutcome.INTERRUPTED, NOW - timedelta(minutes=20))
+    store_attempt(retrying, AttemptOutcome.TRANSIENT, NOW - timedelta(minutes=5))
+    store_attempt(retrying, AttemptOutcome.SENT, NOW - timedelta(hours=30))  # too old
+    store_attempt(retrying, AttemptOutcome.SENT, NOW + timedelta(hours=2))  # future
+
+    series = supervision.delivery_series(db.session, clock, SPANS["24h"])
+
+    assert len(series.buckets) == 24
+    last, two_hours_ago = series.buckets[-1], series.buckets[-3]
+    assert (last.label, last.title) == ("14:00", "04.12.2026 14:00–15:00")
+    assert (last.sent, last.retried, last.failed) == (1, 1, 1)
+    assert (two_hours_ago.sent, two_hours_ago.retried, two_hours_ago.failed) == (
+        0,
+        2,
+        0,
+    )
+    assert last.failure_rate == pytest.approx(2 / 3)
+    assert series.buckets[0].failure_rate is None
+    totals = series.totals
+    assert (totals.sent, totals.retried, totals.failed) == (1, 3, 1)
+    data = series.as_dict()
+    assert data["sent"][-1] == 1 and data["failure_rate"][-3] == 1.0
+    assert data["starts"][-1] == "2026-12-04T13:00:00+00:00"
+
+
+def test_daily_series_uses_local_days(app):
+    clock = FixedClock(NOW)
+    email = make_email(status=EmailStatus.SENT)
+    # 23:30 UTC on 3 December is already 4 December in Berlin.
+    store_attempt(email, AttemptOutcome.SENT, datetime(2026, 12, 3, 23, 30))
+    store_attempt(email, AttemptOutcome.SENT, datetime(2026, 12, 3, 22, 30))
+    store_attempt(email, AttemptOutcome.PERMANENT, datetime(2026, 11, 28, 8, 0))
+    store_attempt(email, AttemptOutcome.SENT, datetime(2026, 11, 27, 8, 0))  # 8 days
+
+    week = supervision.delivery_series(db.session, clock, SPANS["7d"])
+    month = supervision.delivery_series(db.session, clock, SPANS["30d"])
+
+    assert [bucket.label for bucket in week.buckets][-2:] == ["03.12.", "04.12."]
+    assert [bucket.sent for bucket in week.buckets] == [0, 0, 0, 0, 0, 1, 1]
+    assert week.buckets[0].title == "28.11.2026" and week.buckets[0].failed == 1
+    assert len(month.buckets) == 30
+    assert month.totals.sent == 3 and month.totals.failed == 1
+
+
+def test_day_buckets_follow_daylight_saving_time(app):
+    # 29 March 2026: clocks go forward in Berlin, the day has 23 hours.
+    clock = FixedClock(datetime(2026, 3, 30, 12, 0))
+
+    starts = supervision.bucket_starts(clock.now(), SPANS["7d"], supervision.BERLIN)
+
+    lengths = [(b - a).total_seconds() / 3600 for a, b in itertools.pairwise(starts)]
+    assert starts[-2] == datetime(2026, 3, 29, 22, 0)  # 30 March, 00:00 CEST
+    assert lengths == [24, 24, 24, 24, 24, 23, 24]
