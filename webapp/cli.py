@@ -7,6 +7,7 @@ from webapp.cli_batching import run_batching_command
 from webapp.cli_calls import plan_calls_command
 from webapp.cli_demo import seed_demo
 from webapp.cli_intake import create_api_token_command, import_data
+from webapp.cli_reminders import send_call_digests_command
 from webapp.extensions import db
 from webapp.models import Role, User
 
@@ -19,6 +20,7 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(seed_demo)
     app.cli.add_command(plan_calls_command)
     app.cli.add_command(run_batching_command)
+    app.cli.add_command(send_call_digests_command)
 
 
 @click.command("create-user")

@@ -173,3 +173,43 @@ def enqueue_call_planning() -> str:
     job = default_queue().enqueue(plan_calls, job_timeout=600, result_ttl=3600)
     log.info("call planning job %s enqueued", job.id)
     return job.id
+
+
+# Call digests ---------------------------------------------------------------
+
+# Long enough to cover one local day whatever the hour of the run.
+DIGEST_GUARD_SECONDS = 36 * 3600
+
+
+def send_call_digests(force: bool = False) -> dict:
+    """Mail every coordinator today's calls, once per local day unless forced.
+
+    Meant to run each morning (see webapp/reminders.py). A Redis key per day
+    keeps a second run from mailing twice; a failed run frees the day again.
+    """
+    from webapp.clock import local_today
+    from webapp.queueing import redis_connection
+    from webapp.reminders import send_call_digests as send
+    from webapp.sending import SmtpSettings
+
+    with app_context() as app:
+        clock = app_clock()
+        key = f"call-digest:{local_today(clock).isoformat()}"
+        connection = redis_connection()
+        first = connection.set(key, "1", nx=True, ex=DIGEST_GUARD_SECONDS)
+        if not first and not force:
+            log.info("call digest skipped: %s exists", key)
+            return {"skipped": True}
+
+        try:
+            report = send(
+                db.session,
+                clock,
+                SmtpSettings.from_config(app.config),
+                app.config["MAIL_SENDER_EMAIL"],
+                app.config["MAIL_SENDER_NAME"],
+            )
+        except Exception:
+            connection.delete(key)
+            raise
+        return report.as_dict()

@@ -10,6 +10,7 @@ def register_web(app: Flask) -> None:
     from webapp.web.api import api
     from webapp.web.auth import auth
     from webapp.web.calendars import calendars
+    from webapp.web.calls import calls
     from webapp.web.dashboard import dashboard
     from webapp.web.mailbox import mailbox
 
@@ -18,6 +19,7 @@ def register_web(app: Flask) -> None:
     app.register_blueprint(api, url_prefix="/api")
     app.register_blueprint(mailbox)
     app.register_blueprint(calendars)
+    app.register_blueprint(calls)
     filters.register(app)
     app.after_request(_security_headers)
 
