@@ -514,6 +514,7 @@ PLACEMENT_ERRORS = [
     ("patient_registered_at", "2026-11-02T08:15:00", "patient_registered_at"),
     ("patient_registered_at", "2026-11-02", "patient_registered_at"),
     ("patient_registered_at", "gestern", "patient_registered_at"),
+    ("patient_registered_at", "0001-01-01T00:00:00+01:00", "patient_registered_at"),
     ("patient_registered_at", 1_700_000_000, "patient_registered_at"),
     ("patient_name", "Erika Mustermann", "patient_name"),
 ]
@@ -913,6 +914,8 @@ def test_email_list_filters_by_therapist(api, world, listed):
         ("created_from=2026-13-01", "created_from"),
         ("created_to=2026-12-04T10:00", "created_to"),
         ("created_from=2026-12-05&created_to=2026-12-04", "created_to"),
+        ("created_from=0001-01-01", "created_from"),
+        ("created_to=9999-12-31", "created_to"),
     ],
 )
 def test_email_list_rejects_bad_query(api, query, field):

@@ -527,6 +527,16 @@ def test_invalid_filters_are_ignored_with_a_german_message(
     assert len(rows_in(html)) == 3
 
 
+@pytest.mark.parametrize("query", ["date_from=0001-01-01", "date_to=9999-12-31"])
+def test_dates_beyond_any_calendar_are_refused_not_crashing(
+    logged_in_client, mixed_emails, query
+):
+    response = logged_in_client.get(f"/emails?{query}")
+
+    assert response.status_code == 200
+    assert "Kein gültiges Datum." in text_of(response)
+
+
 # Security ----------------------------------------------------------------------
 
 

@@ -39,6 +39,17 @@ system_clock = SystemClock()
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
+# Dates outside these bounds are input errors, not days to search; the
+# outer years would overflow when converted between time zones.
+EARLIEST_DATE = date(1900, 1, 1)
+LATEST_DATE = date(2999, 12, 31)
+
+
+def day_start_utc(day: date, zone: ZoneInfo = BERLIN) -> datetime:
+    """Return when a local day starts, as naive UTC like the stored times."""
+    local = datetime.combine(day, datetime.min.time(), tzinfo=zone)
+    return local.astimezone(UTC).replace(tzinfo=None)
+
 
 def local_today(clock: Clock, zone: ZoneInfo = BERLIN) -> date:
     """Return today's date where the staff work."""

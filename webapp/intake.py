@@ -342,7 +342,10 @@ def _utc_datetime(value: str, field: str) -> datetime:
         ) from None
     if parsed.tzinfo is None:
         raise ValidationFailed(field, "braucht eine Zeitzone, z. B. +01:00 oder Z")
-    return parsed.astimezone(UTC).replace(tzinfo=None)
+    try:
+        return parsed.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:
+        raise ValidationFailed(field, "liegt außerhalb des gültigen Bereichs") from None
 
 
 # Import files

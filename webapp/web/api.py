@@ -8,7 +8,7 @@ routing errors included, has the shape `{"error": {"code", "message",
 
 import json
 import logging
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,7 +19,13 @@ from sqlalchemy.orm import selectinload
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from webapp.api_tokens import verify_api_token
-from webapp.clock import Clock, app_clock
+from webapp.clock import (
+    EARLIEST_DATE,
+    LATEST_DATE,
+    Clock,
+    app_clock,
+    day_start_utc,
+)
 from webapp.exceptions import (
     IntakeConflict,
     InvalidTransition,
@@ -413,12 +419,13 @@ def _date_arg(name: str) -> date | None:
     try:
         if len(raw) != 10:
             raise ValueError(raw)
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
     except ValueError:
         raise BadQuery(name, "muss ein Datum JJJJ-MM-TT sein") from None
+    if not EARLIEST_DATE <= day <= LATEST_DATE:
+        raise BadQuery(name, "liegt außerhalb der Jahre 1900 bis 2999")
+    return day
 
 
 def _day_start_utc(day: date, zone: ZoneInfo) -> datetime:
-    """Return when the local day starts, as naive UTC like the stored times."""
-    local = datetime.combine(day, time(0), tzinfo=zone)
-    return local.astimezone(UTC).replace(tzinfo=None)
+    return day_start_utc(day, zone)

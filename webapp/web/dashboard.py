@@ -4,7 +4,7 @@ import itertools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -27,11 +27,11 @@ from rq.job import Job, JobStatus
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import selectinload
 from wtforms import DateField, Form, SearchField, SelectChoice, SelectField
-from wtforms.validators import Optional
+from wtforms.validators import Optional, ValidationError
 
 from webapp import jobs
 from webapp.approval import approve_selection, discard_draft
-from webapp.clock import system_clock
+from webapp.clock import EARLIEST_DATE, LATEST_DATE, day_start_utc, system_clock
 from webapp.exceptions import InvalidTransition
 from webapp.extensions import db
 from webapp.models import (
@@ -536,6 +536,12 @@ def _after_preview_action(email: Email, notice: Notice) -> Response:
 # Email list -----------------------------------------------------------------
 
 
+def _plausible_date(form, field) -> None:
+    """Refuse dates no one means; the far years overflow time zone maths."""
+    if field.data and not EARLIEST_DATE <= field.data <= LATEST_DATE:
+        raise ValidationError("Kein gültiges Datum.")
+
+
 class EmailFilterForm(Form):
     """Filters of the "E-Mails" page, read from the query string."""
 
@@ -564,8 +570,8 @@ class EmailFilterForm(Form):
         filters=[lambda value: value.strip() if value else value],
         render_kw={"placeholder": "Name", "autocomplete": "off"},
     )
-    date_from = DateField("Von", validators=[Optional()])
-    date_to = DateField("Bis", validators=[Optional()])
+    date_from = DateField("Von", validators=[Optional(), _plausible_date])
+    date_to = DateField("Bis", validators=[Optional(), _plausible_date])
 
     def query_args(self) -> dict[str, str]:
         """Return the filters that are set, as query-string arguments."""
@@ -656,9 +662,7 @@ def _status_counts(conditions: list) -> dict[str, int]:
 
 def _utc_start_of(day: date) -> datetime:
     """Return local midnight of the day as naive UTC, as times are stored."""
-    zone = ZoneInfo(current_app.config["TIMEZONE"])
-    local = datetime.combine(day, time.min, tzinfo=zone)
-    return local.astimezone(ZoneInfo("UTC")).replace(tzinfo=None)
+    return day_start_utc(day, ZoneInfo(current_app.config["TIMEZONE"]))
 
 
 def _escape_like(value: str) -> str:
