@@ -74,7 +74,24 @@ def make_requests(count: int) -> list[PlacementRequest]:
                 "title": "Dipl.-Psych.",
                 "last_name": "Müller-Lüdenscheidt",
             },
-            "Sehr geehrte Frau Dipl.-Psych. Müller-Lüdenscheidt,",
+            "Sehr geehrte Frau Müller-Lüdenscheidt,",
+        ),
+        (
+            {"salutation": "Herr", "title": "Dr. med.", "last_name": "Şahin"},
+            "Sehr geehrter Herr Dr. Şahin,",
+        ),
+        (
+            {"salutation": "Frau", "title": "Dr. Dipl.-Psych.", "last_name": "Roth"},
+            "Sehr geehrte Frau Dr. Roth,",
+        ),
+        (
+            {
+                "salutation": None,
+                "title": "Dipl.-Psych.",
+                "first_name": "Jördis",
+                "last_name": "Kusnezowa",
+            },
+            "Guten Tag Jördis Kusnezowa,",
         ),
         (
             {"salutation": "Herr", "title": "", "last_name": "von Weizsäcker"},
@@ -333,3 +350,9 @@ def test_email_without_requests_is_refused(app):
 def test_unknown_kind_is_refused(app):
     with pytest.raises(ValueError):
         render_email("newsletter", make_therapist(), make_requests(1))
+
+
+def test_text_part_has_no_space_before_closing_parenthesis(app):
+    rendered = render_email(EmailKind.BATCH_REQUEST, make_therapist(), make_requests(2))
+
+    assert " )" not in rendered.text

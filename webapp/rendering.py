@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 _INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
 _TEXT_CONFIG = ParserConfig(display_links=False)
 
+_SALUTATION_TITLES = ("Prof.", "Dr.")
 _SALUTATION_OPENERS = {
     "frau": "Sehr geehrte Frau",
     "herr": "Sehr geehrter Herr",
@@ -53,8 +54,12 @@ def _clean(value: str | None) -> str:
 
 
 def salutation(therapist: Therapist) -> str:
-    """Return the German letter salutation for the therapist, with comma."""
-    title = _clean(therapist.title)
+    """Return the German letter salutation for the therapist, with comma.
+
+    Only Prof. and Dr. belong in a German salutation; diplomas such as
+    Dipl.-Psych. and the faculty of a doctorate (Dr. med.) stay out.
+    """
+    title = _salutation_title(_clean(therapist.title))
     last_name = _clean(therapist.last_name)
     opener = _SALUTATION_OPENERS.get(_clean(therapist.salutation).lower())
     if opener and last_name:
@@ -65,6 +70,11 @@ def salutation(therapist: Therapist) -> str:
         part for part in (title, _clean(therapist.first_name), last_name) if part
     )
     return f"Guten Tag {name}," if name else "Guten Tag,"
+
+
+def _salutation_title(title: str) -> str:
+    kept = [word for word in title.split() if word in _SALUTATION_TITLES]
+    return " ".join(dict.fromkeys(kept))
 
 
 def patients_phrase(requests: Sequence[PlacementRequest]) -> str:
