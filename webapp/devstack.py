@@ -3,6 +3,7 @@
 import logging
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -38,6 +39,8 @@ def start_embedded_redis(folder: Path) -> tuple[str, subprocess.Popen]:
             str(folder),
         ],
         stdout=subprocess.DEVNULL,
+        # Outlives the terminal's Ctrl-C until the jobs' users have stopped.
+        start_new_session=True,
     )
     _wait_for_port(port, timeout=10)
     log.info("embedded Valkey listening on 127.0.0.1:%s", port)
@@ -80,13 +83,25 @@ def start_smtp_sink(folder: Path, port: int):
 
 
 def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
+    """Stop a child and everything it started, politely first."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+    # Children run in their own process group (see _spawn): sweep it.
     try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+
+
+def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen:
+    # A new session keeps the terminal's Ctrl-C away from the children, so
+    # the demo can stop them in order: web, worker, then Valkey.
+    return subprocess.Popen(command, env=env, start_new_session=True)
 
 
 def _prepare_database(env: dict[str, str]) -> None:
@@ -96,10 +111,32 @@ def _prepare_database(env: dict[str, str]) -> None:
     subprocess.run([*flask, "seed-demo", "--if-empty"], env=env, check=True)
 
 
-def run_demo(port: int = 5000) -> None:
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def run_demo(port: int = 5000) -> int:
     """Run web, worker, Valkey and SMTP sink together until Ctrl-C."""
     from webapp.settings import INSTANCE_DIR
 
+    if not _port_is_free(port):
+        sys.stderr.write(
+            f"Port {port} is in use. Start the demo on another port, e.g.\n"
+            f"  PORT={port + 55} ./scripts/demo\n"
+        )
+        return 1
+
+    # `kill` stops the demo as cleanly as Ctrl-C.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     INSTANCE_DIR.mkdir(exist_ok=True)
     env = dict(os.environ)
     env.setdefault("SECRET_KEY", secrets.token_hex(32))
@@ -123,23 +160,11 @@ def run_demo(port: int = 5000) -> None:
             )
 
         _prepare_database(env)
-        children.append(subprocess.Popen([sys.executable, "worker.py"], env=env))
-        web = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "flask",
-                "--app",
-                "webapp",
-                "run",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=env,
-        )
+        children.append(_spawn([sys.executable, "worker.py"], env))
+        flask_run = ["-m", "flask", "--app", "webapp", "run", "--port", str(port)]
+        web = _spawn([sys.executable, *flask_run, "--host", "127.0.0.1"], env)
         children.append(web)
+        _wait_for_port(port, timeout=30)
         _announce(port)
         web.wait()
     except KeyboardInterrupt:
@@ -150,6 +175,7 @@ def run_demo(port: int = 5000) -> None:
         if sink is not None:
             sink.stop()
         log.info("demo stopped")
+    return 0
 
 
 def _announce(port: int) -> None:
@@ -157,8 +183,9 @@ def _announce(port: int) -> None:
         "\n  Dashboard:  http://127.0.0.1:{port}/\n"
         "  Anmeldung:  koordination@demo.local / demo1234 (Koordination)\n"
         "              supervision@demo.local / demo1234 (Supervision)\n"
-        "  Postfach:   http://127.0.0.1:{port}/demo-postfach\n"
-        "  Beenden:    Strg+C\n"
+        "              admin@demo.local / demo1234 (Administration)\n"
+        "  Postfach:   http://127.0.0.1:{port}/demo-postfach/\n"
+        "  Beenden:    Strg+C\n\n"
     )
     sys.stderr.write(banner.format(port=port))
 
@@ -167,4 +194,6 @@ if __name__ == "__main__":
     logging.basicConfig(
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
-    run_demo(int(os.environ.get("PORT", "5000")))
+    # aiosmtpd logs its own readiness probe as a lost connection.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    sys.exit(run_demo(int(os.environ.get("PORT", "5000"))))
