@@ -37,13 +37,6 @@ def test_login_form_without_csrf_token_is_refused(client, coordinator):
     assert response.status_code == 400
 
 
-def test_health_needs_no_login(client):
-    response = client.get("/health")
-
-    assert response.status_code == 200
-    assert response.get_json()["database"] == "ok"
-
-
 def test_repeated_failed_logins_are_throttled(app, client, coordinator):
     app.config["WTF_CSRF_ENABLED"] = False
     wrong = {"email": coordinator.email, "password": "falsch"}

@@ -5,6 +5,8 @@ from datetime import datetime, timedelta
 from email import message_from_bytes, policy
 
 import pytest
+from flask import url_for
+from rq import Queue, Worker
 from sqlalchemy import select
 
 from tests.conftest import create_user
@@ -15,6 +17,8 @@ from webapp.exceptions import InvalidTransition, ValidationFailed, WeeklyCapExce
 from webapp.extensions import db
 from webapp.message import build_mime
 from webapp.models import (
+    Alert,
+    AlertKind,
     AttemptOutcome,
     AuditEntry,
     DeliveryAttempt,
@@ -567,3 +571,353 @@ def test_day_buckets_follow_daylight_saving_time(app):
     lengths = [(b - a).total_seconds() / 3600 for a, b in itertools.pairwise(starts)]
     assert starts[-2] == datetime(2026, 3, 29, 22, 0)  # 30 March, 00:00 CEST
     assert lengths == [24, 24, 24, 24, 24, 23, 24]
+
+
+# Pages ---------------------------------------------------------------------------
+
+
+def sign_in(app, user):
+    """Return a test client signed in as `user`, CSRF checks off."""
+    app.config["WTF_CSRF_ENABLED"] = False
+    client = app.test_client()
+    client.post("/login", data={"email": user.email, "password": "geheim-123"})
+    return client
+
+
+@pytest.fixture
+def supervisor_client(app, supervisor):
+    """A test client signed in as the supervisor, CSRF checks off."""
+    yield sign_in(app, supervisor)
+    app.config["WTF_CSRF_ENABLED"] = True
+
+
+HTMX = {"HX-Request": "true"}
+
+
+def store_alert(kind=AlertKind.WORKER_SILENT, key="workers", at=NOW, message="Still"):
+    alert = Alert(kind=kind, subject_key=key, message=message, created_at=at)
+    db.session.add(alert)
+    db.session.commit()
+    return alert
+
+
+def supervision_urls(app, email_id: int, alert_id: int) -> list[tuple[str, str]]:
+    """Every supervision route but the Chart.js file, as (method, url)."""
+    routes = []
+    with app.test_request_context():
+        for rule in app.url_map.iter_rules():
+            if not rule.endpoint.startswith("supervision."):
+                continue
+            if rule.endpoint == "supervision.vendor_chartjs":
+                continue
+            values = {
+                name: email_id if name == "email_id" else alert_id
+                for name in rule.arguments
+            }
+            method = "POST" if "POST" in rule.methods else "GET"
+            routes.append((method, url_for(rule.endpoint, **values)))
+    return routes
+
+
+def test_coordinators_get_403_from_every_supervision_route(app, logged_in_client):
+    email = failed_550()
+    alert = store_alert()
+    routes = supervision_urls(app, email.id, alert.id)
+    form = {"requeue-reason": "Grund", "cancel-reason": "Grund"}
+
+    answers = {
+        url: logged_in_client.open(url, method=method, data=form).status_code
+        for method, url in routes
+    }
+
+    assert len(routes) >= 10
+    assert set(answers.values()) == {403}, answers
+    page = logged_in_client.get("/supervision/fehler").get_data(as_text=True)
+    assert "Kein Zugriff" in page and "Koordination" in page
+    db.session.expire_all()
+    assert db.session.get(Email, email.id).status == EmailStatus.FAILED
+    assert db.session.get(Alert, alert.id).acknowledged_at is None
+    assert db.session.scalar(select(AuditEntry.id)) is None
+
+
+def test_supervisors_and_admins_reach_every_supervision_page(app):
+    email = failed_550()
+    alert = store_alert()
+    admin = create_user("admin@example.org", role=Role.ADMIN, name="Alex Admin")
+    supervisor = create_user("aufsicht@example.org", role=Role.SUPERVISOR)
+
+    for user in (admin, supervisor):
+        client = sign_in(app, user)
+        for method, url in supervision_urls(app, email.id, alert.id):
+            if method == "GET":
+                assert client.get(url).status_code in {200, 302}, url
+
+
+def test_anonymous_users_are_sent_to_the_login(client):
+    page = client.get("/supervision/fehler")
+    fragment = client.get("/supervision/warnungen/anzahl", headers=HTMX)
+
+    assert page.status_code == 302 and "/login" in page.headers["Location"]
+    assert fragment.status_code == 401 and "/login" in fragment.headers["HX-Redirect"]
+
+
+def test_menu_shows_supervision_only_to_supervisors(app, logged_in_client, supervisor):
+    coordinator_page = logged_in_client.get("/").get_data(as_text=True)
+    supervisor_page = sign_in(app, supervisor).get("/").get_data(as_text=True)
+
+    assert "/supervision/fehler" not in coordinator_page
+    assert "/supervision/fehler" in supervisor_page
+    assert "/supervision/warnungen/anzahl" in supervisor_page
+
+
+def test_failure_report_shows_the_german_error_and_the_raw_reply(supervisor_client):
+    email = failed_550()
+
+    page = supervisor_client.get("/supervision/fehler").get_data(as_text=True)
+
+    assert "<html" in page
+    assert f'id="failure-{email.id}"' in page
+    assert "Adresse unbekannt" in page
+    assert "<code>550</code> 5.1.1 User unknown" in page
+    assert "04.12.2026 14:35" in page
+    assert "Sammelanfrage" in page
+
+
+def test_failure_report_filters_answer_htmx_with_the_fragment(supervisor_client):
+    unknown = failed_550()
+    refused = make_email(attempts=[(AttemptOutcome.TRANSIENT, None, "refused", NOW)])
+
+    response = supervisor_client.get(
+        "/supervision/fehler?error=adresse_unbekannt&kind=batch_request", headers=HTMX
+    )
+    page = response.get_data(as_text=True)
+
+    assert page.lstrip().startswith("<section") or 'id="failure-results"' in page
+    assert "<html" not in page
+    assert f'id="failure-{unknown.id}"' in page
+    assert f'id="failure-{refused.id}"' not in page
+
+
+def test_failure_report_ignores_invalid_filters_and_says_so(supervisor_client):
+    email = failed_550()
+
+    page = supervisor_client.get("/supervision/fehler?error=kaputt&period=1y")
+
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert "Ungültige Filter wurden ignoriert" in text
+    assert f'id="failure-{email.id}"' in text
+
+
+def test_timeline_page_and_panel(supervisor_client):
+    email = make_email(
+        attempts=[
+            (AttemptOutcome.TRANSIENT, None, "Verbindung fehlgeschlagen", NOW),
+            (AttemptOutcome.INTERRUPTED, None, "unterbrochen", NOW),
+        ]
+    )
+
+    page = supervisor_client.get(f"/supervision/emails/{email.id}")
+    panel = supervisor_client.get(f"/supervision/emails/{email.id}", headers=HTMX)
+
+    assert "<html" in page.get_data(as_text=True)
+    text = panel.get_data(as_text=True)
+    assert "<html" not in text and 'id="email-timeline"' in text
+    assert "Server nicht erreichbar" in text and "Worker ausgefallen" in text
+    assert "host:1" in text and "12 ms" in text
+    assert "Erneut senden" in text and "Abbrechen" in text
+
+
+def test_requeue_through_the_panel_wakes_the_worker_and_is_audited(
+    supervisor_client, supervisor, redis_conn
+):
+    email = failed_550(message_id=MESSAGE_ID)
+
+    response = supervisor_client.post(
+        f"/supervision/emails/{email.id}/erneut-senden",
+        data={"requeue-reason": "Adresse korrigiert", "requeue-new_address": "a@b.de"},
+        headers=HTMX,
+    )
+
+    assert response.status_code == 200
+    assert response.headers["HX-Trigger"] == "failures-changed"
+    assert "Erneut eingereiht" in response.get_data(as_text=True)
+    db.session.expire_all()
+    stored = db.session.get(Email, email.id)
+    assert (stored.status, stored.recipient_email) == (EmailStatus.QUEUED, "a@b.de")
+    assert Queue("emails-request", connection=redis_conn).count == 1
+    entries = db.session.scalars(select(AuditEntry)).all()
+    assert {entry.user_id for entry in entries} == {supervisor.id}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"requeue-reason": ""}, "Bitte einen Grund angeben."),
+        (
+            {"requeue-reason": "Grund", "requeue-new_address": "keine Adresse"},
+            "Bitte eine gültige E-Mail-Adresse angeben.",
+        ),
+    ],
+)
+def test_requeue_form_errors_show_in_the_panel(supervisor_client, data, message):
+    email = failed_550()
+    url = f"/supervision/emails/{email.id}/erneut-senden"
+
+    panel = supervisor_client.post(url, data=data, headers=HTMX)
+    page = supervisor_client.post(url, data=data)
+
+    assert panel.status_code == 200 and message in panel.get_data(as_text=True)
+    assert page.status_code == 422 and message in page.get_data(as_text=True)
+    assert db.session.get(Email, email.id).status == EmailStatus.FAILED
+
+
+def test_requeue_refused_by_a_pending_request_says_why(supervisor_client):
+    therapist = make_therapist()
+    make_email(therapist, status=EmailStatus.QUEUED, next_attempt_at=NOW)
+    email = failed_550(therapist, message_id="<second@therapieplatz.example>")
+
+    panel = supervisor_client.post(
+        f"/supervision/emails/{email.id}/erneut-senden",
+        data={"requeue-reason": "nochmal"},
+        headers=HTMX,
+    )
+
+    assert "bereits eine andere Anfrage" in panel.get_data(as_text=True)
+
+
+def test_cancel_without_htmx_redirects_to_the_timeline(supervisor_client):
+    email = make_email(status=EmailStatus.QUEUED, next_attempt_at=NOW + timedelta(1))
+    url = f"/supervision/emails/{email.id}/abbrechen"
+
+    response = supervisor_client.post(url, data={"cancel-reason": "Praxis zu"})
+    again = supervisor_client.post(
+        url, data={"cancel-reason": "Praxis zu"}, headers=HTMX
+    )
+
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith(f"/supervision/emails/{email.id}")
+    assert db.session.get(Email, email.id).status == EmailStatus.DISCARDED
+    assert "nicht mehr fehlgeschlagen oder eingereiht" in again.get_data(as_text=True)
+    page = supervisor_client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "E-Mail abgebrochen" in page and "Praxis zu" in page
+
+
+def test_actions_need_a_csrf_token(app, supervisor):
+    client = sign_in(app, supervisor)
+    app.config["WTF_CSRF_ENABLED"] = True
+    email = failed_550()
+    alert = store_alert()
+
+    requeue = client.post(
+        f"/supervision/emails/{email.id}/erneut-senden", data={"requeue-reason": "x"}
+    )
+    ack = client.post(f"/supervision/warnungen/{alert.id}/bestaetigen")
+
+    assert (requeue.status_code, ack.status_code) == (400, 400)
+
+
+# Charts and alerts pages ----------------------------------------------------------
+
+
+def test_chart_data_is_json_per_span(app, supervisor_client):
+    app.config["CLOCK"] = FixedClock(NOW)
+    try:
+        email = make_email(status=EmailStatus.SENT)
+        store_attempt(email, AttemptOutcome.SENT, NOW - timedelta(days=2))
+
+        day = supervisor_client.get("/supervision/diagramme/daten").get_json()
+        week = supervisor_client.get("/supervision/diagramme/daten?zeitraum=7d")
+        wrong = supervisor_client.get("/supervision/diagramme/daten?zeitraum=1y")
+    finally:
+        app.config.pop("CLOCK")
+
+    assert day["unit"] == "hour" and len(day["labels"]) == 24
+    assert sum(day["sent"]) == 0
+    data = week.get_json()
+    assert data["sent"] == [0, 0, 0, 0, 1, 0, 0]
+    assert data["titles"][-1] == "04.12.2026"
+    assert data["threshold"] == app.config["FAILURE_RATE_THRESHOLD"]
+    assert wrong.status_code == 400
+    assert wrong.get_json()["error"]["field"] == "zeitraum"
+
+
+def test_charts_page_has_tables_with_the_numbers(app, supervisor_client):
+    app.config["CLOCK"] = FixedClock(NOW)
+    try:
+        email = make_email()
+        store_attempt(email, AttemptOutcome.PERMANENT, NOW - timedelta(minutes=5))
+        page = supervisor_client.get("/supervision/diagramme?zeitraum=24h")
+        fragment = supervisor_client.get(
+            "/supervision/diagramme?zeitraum=30d", headers=HTMX
+        )
+    finally:
+        app.config.pop("CLOCK")
+
+    text = page.get_data(as_text=True)
+    assert "chart.umd.min.js" in text and "supervision-charts.js" in text
+    assert "04.12.2026 14:00–15:00" in text
+    assert "100,0 %" in text
+    assert 'data-chart-url="/supervision/diagramme/daten?zeitraum=24h"' in text
+    assert "<html" not in fragment.get_data(as_text=True)
+    assert "Zustellversuche je Tag" in fragment.get_data(as_text=True)
+
+
+def test_alerts_page_lists_open_alerts_newest_first(supervisor_client):
+    older = store_alert(
+        AlertKind.EMAIL_FAILED, "email:7", NOW - timedelta(hours=2), "E-Mail 7"
+    )
+    newer = store_alert(AlertKind.FAILURE_RATE, "last_hour", NOW, "Fehlerquote 40%")
+
+    text = supervisor_client.get("/supervision/warnungen").get_data(as_text=True)
+
+    assert text.index(f'id="alert-{newer.id}"') < text.index(f'id="alert-{older.id}"')
+    assert "E-Mail endgültig fehlgeschlagen" in text and "Hohe Fehlerquote" in text
+    assert "/supervision/emails/7" in text
+
+
+def test_acknowledging_an_alert_removes_it_from_the_open_list(
+    supervisor_client, supervisor
+):
+    alert = store_alert()
+
+    response = supervisor_client.post(
+        f"/supervision/warnungen/{alert.id}/bestaetigen", headers=HTMX
+    )
+
+    text = response.get_data(as_text=True)
+    assert response.headers["HX-Trigger"] == "alerts-changed"
+    assert "Warnung bestätigt." in text
+    assert f'id="alert-{alert.id}"' not in text
+    assert "Zuletzt bestätigt" in text and "Sam Aufsicht" in text
+    db.session.expire_all()
+    assert db.session.get(Alert, alert.id).acknowledged_by_id == supervisor.id
+
+
+def test_badge_counts_open_alerts_and_raises_a_silent_worker_alert(
+    app, supervisor_client, sink
+):
+    store_alert(AlertKind.FAILURE_RATE, "last_hour")
+
+    badge = supervisor_client.get("/supervision/warnungen/anzahl", headers=HTMX)
+
+    # No worker ever registered: the watchdog raises its alert and mails it.
+    assert '<span class="nav-badge">2<' in badge.get_data(as_text=True)
+    kinds = set(db.session.scalars(select(Alert.kind)))
+    assert kinds == {AlertKind.FAILURE_RATE, AlertKind.WORKER_SILENT}
+    sink.wait_for(2)
+    assert {message["To"].addresses[0].addr_spec for message in sink.parsed()} == {
+        "aufsicht@example.org"
+    }
+
+
+def test_badge_stays_quiet_while_a_worker_beats(app, supervisor_client, redis_conn):
+    worker = Worker([Queue("default", connection=redis_conn)], connection=redis_conn)
+    worker.register_birth()
+    try:
+        badge = supervisor_client.get("/supervision/warnungen/anzahl", headers=HTMX)
+    finally:
+        worker.register_death()
+
+    assert badge.get_data(as_text=True).strip() == ""
+    assert db.session.scalar(select(Alert.id)) is None

@@ -78,6 +78,8 @@ class Settings:
     COOLING_DAYS: int = 28
 
     LOGIN_RATE_LIMIT: str = "10 per minute;50 per hour"
+    # Bearer token that /metrics asks for; unset, the metrics are open.
+    METRICS_TOKEN: str | None = None
     TIMEZONE: str = "Europe/Berlin"
     # Folder of the demo's SMTP sink; enables the "Demo-Postfach" page.
     DEMO_MAILBOX_DIR: str | None = None
@@ -122,6 +124,7 @@ class Settings:
             COOLING_DAYS=_env_int("COOLING_DAYS", cls.COOLING_DAYS),
             DEMO_MAILBOX_DIR=env.get("DEMO_MAILBOX_DIR") or None,
             LOGIN_RATE_LIMIT=env.get("LOGIN_RATE_LIMIT") or cls.LOGIN_RATE_LIMIT,
+            METRICS_TOKEN=env.get("METRICS_TOKEN") or None,
         )
         settings.check()
         return settings

@@ -35,6 +35,7 @@ from webapp.exceptions import InvalidTransition, ValidationFailed, WeeklyCapExce
 from webapp.message import build_mime, new_message_id
 from webapp.models import (
     CAPPED_KINDS,
+    Alert,
     AttemptOutcome,
     AuditEntry,
     DeliveryAttempt,
@@ -682,3 +683,19 @@ def delivery_series(
             continue
         setattr(buckets[index], name, getattr(buckets[index], name) + number)
     return Series(span, buckets)
+
+
+# Alerts ------------------------------------------------------------------------
+
+
+def recently_acknowledged(session: Session, limit: int = 10) -> list[Alert]:
+    """Return the last acknowledged alerts, newest acknowledgement first."""
+    return list(
+        session.scalars(
+            select(Alert)
+            .where(Alert.acknowledged_at.is_not(None))
+            .options(selectinload(Alert.acknowledged_by))
+            .order_by(Alert.acknowledged_at.desc(), Alert.id.desc())
+            .limit(limit)
+        )
+    )

@@ -13,12 +13,16 @@ def register_web(app: Flask) -> None:
     from webapp.web.calls import calls
     from webapp.web.dashboard import dashboard
     from webapp.web.mailbox import mailbox
+    from webapp.web.ops import ops
+    from webapp.web.supervision import supervision
 
     app.register_blueprint(auth)
     app.register_blueprint(dashboard)
     app.register_blueprint(api, url_prefix="/api")
     app.register_blueprint(mailbox)
     app.register_blueprint(calendars)
+    app.register_blueprint(ops)
+    app.register_blueprint(supervision)
     app.register_blueprint(calls)
     filters.register(app)
     app.after_request(_security_headers)

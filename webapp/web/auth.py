@@ -74,19 +74,6 @@ def _safe_next(target: str | None) -> str:
     return url_for("dashboard.drafts")
 
 
-@auth.route("/health")
-def health():
-    """Tell operators whether the database answers."""
-    try:
-        db.session.execute(db.text("SELECT 1"))
-        database = "ok"
-    except Exception:
-        log.exception("health check: database unreachable")
-        database = "error"
-    status = 200 if database == "ok" else 503
-    return {"database": database}, status
-
-
 @auth.app_errorhandler(429)
 def too_many_attempts(error):
     """Explain throttled logins in German; the API answers in JSON."""
