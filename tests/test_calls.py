@@ -4,6 +4,7 @@ from datetime import date, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from tests.factories import make_request, make_therapist
 from webapp.calls import (
@@ -328,6 +329,21 @@ def test_reached_needs_an_answer_for_every_open_request(app, clock, coordinator)
     assert call.status == CallStatus.PLANNED
     assert answered.status == PlacementStatus.OPEN
     assert call.therapist.next_contact_after is None
+
+
+def test_a_second_coordinator_with_a_stale_view_cannot_record_again(
+    app, clock, coordinator
+):
+    call = planned_call(clock)
+    with Session(db.engine) as other:
+        stale = other.get(PhoneCall, call.id)
+        assert stale.status == CallStatus.PLANNED
+        record_outcome(db.session, clock, call, coordinator, "besetzt")
+
+        with pytest.raises(InvalidTransition):
+            record_outcome(other, clock, stale, coordinator, "erreicht", {})
+
+    assert len(calls_of(call.therapist_id)) == 2
 
 
 def test_an_unknown_outcome_is_refused(app, clock, coordinator):
