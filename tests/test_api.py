@@ -613,6 +613,48 @@ def test_post_email_can_queue_at_once(api, world, redis_conn):
     assert Queue("emails-request", connection=redis_conn).count == 1
 
 
+def test_post_email_can_be_planned_for_later(app, api, world, redis_conn):
+    from webapp.clock import FixedClock
+    from webapp.sending import claim_due
+
+    response = api.post(
+        "/api/emails",
+        json=_order(
+            world, status="in_warteschlange", not_before="2030-01-02T09:00:00+01:00"
+        ),
+    )
+
+    assert response.status_code == 201, response.get_json()
+    body = response.get_json()
+    assert_matches("Email", body)
+    assert body["status"] == EmailStatus.QUEUED
+    assert body["next_attempt_at"] == "2030-01-02T08:00:00Z"
+    # Nothing to wake now: the reconciler enqueues it when it falls due.
+    assert Queue("emails-request", connection=redis_conn).count == 0
+    early = FixedClock(datetime(2030, 1, 2, 7, 59))
+    assert claim_due(db.session, early, "test:1", 10) == []
+    due = FixedClock(datetime(2030, 1, 2, 8, 0))
+    assert [email.id for email in claim_due(db.session, due, "test:1", 10)] == [
+        body["id"]
+    ]
+
+
+def test_post_email_planned_in_the_past_goes_out_at_once(api, world, redis_conn):
+    before = system_clock.now()
+
+    response = api.post(
+        "/api/emails",
+        json=_order(
+            world, status="in_warteschlange", not_before="2020-01-01T00:00:00Z"
+        ),
+    )
+
+    assert response.status_code == 201, response.get_json()
+    stored = db.session.get(Email, response.get_json()["id"])
+    assert before <= stored.next_attempt_at <= system_clock.now()
+    assert Queue("emails-request", connection=redis_conn).count == 1
+
+
 def test_post_email_refused_by_weekly_cap_stores_nothing(api, world):
     anna = world["anna"]
     store_email(anna, sent_at=system_clock.now() - timedelta(days=2))
@@ -736,6 +778,26 @@ EMAIL_ORDER_ERRORS = [
         "placement_request_ids[0]",
     ),
     ("status not allowed", lambda w: {"status": "gesendet"}, "status"),
+    (
+        "draft with a sending time",
+        lambda w: {"not_before": "2030-01-02T09:00:00+01:00"},
+        "not_before",
+    ),
+    (
+        "sending time without offset",
+        lambda w: {"status": "in_warteschlange", "not_before": "2030-01-02T09:00:00"},
+        "not_before",
+    ),
+    (
+        "sending time not a time",
+        lambda w: {"status": "in_warteschlange", "not_before": "morgen früh"},
+        "not_before",
+    ),
+    (
+        "sending time as number",
+        lambda w: {"status": "in_warteschlange", "not_before": 1_800_000_000},
+        "not_before",
+    ),
     ("unknown field", lambda w: {"subject": "Hallo"}, "subject"),
 ]
 
@@ -1045,7 +1107,9 @@ def test_post_placement_request_answers_any_json(api, world, changes):
 @fuzz_settings
 @given(
     changes=st.dictionaries(
-        st.sampled_from(["therapist_id", "kind", "placement_request_ids", "status"]),
+        st.sampled_from(
+            ["therapist_id", "kind", "placement_request_ids", "status", "not_before"]
+        ),
         json_values | st.lists(st.integers(), max_size=8),
         max_size=3,
     )

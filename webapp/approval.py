@@ -86,9 +86,16 @@ def cap_blocks(
 
 
 def approve_email(
-    session: Session, email_id: int, user: User | None, clock: Clock
+    session: Session,
+    email_id: int,
+    user: User | None,
+    clock: Clock,
+    not_before: datetime | None = None,
 ) -> Email:
-    """Queue one draft for sending, or raise if the cap or its status forbid it."""
+    """Queue one draft for sending, or raise if the cap or its status forbid it.
+
+    With `not_before` (naive UTC) the email waits until then to go out.
+    """
     # End any open transaction so the lock below starts a fresh one.
     session.commit()
     email = session.get(Email, email_id)
@@ -109,7 +116,7 @@ def approve_email(
         log.info("approval of email %s refused: weekly cap", email_id)
         raise WeeklyCapExceeded(email.therapist_id, email_id)
 
-    _queue(email, user, now)
+    _queue(email, user, now, not_before)
     try:
         session.commit()
     except IntegrityError as exc:
@@ -122,10 +129,16 @@ def approve_email(
 
 
 def approve_emails(
-    session: Session, emails: list[Email], user: User | None, clock: Clock
+    session: Session,
+    emails: list[Email],
+    user: User | None,
+    clock: Clock,
+    not_before: datetime | None = None,
 ) -> list[Email]:
     """Approve each email in turn; raise at the first that may not be sent."""
-    return [approve_email(session, email.id, user, clock) for email in emails]
+    return [
+        approve_email(session, email.id, user, clock, not_before) for email in emails
+    ]
 
 
 def approve_selection(
@@ -158,7 +171,9 @@ def discard_draft(session: Session, email_id: int, user: User | None) -> Email:
     return email
 
 
-def _queue(email: Email, user: User | None, now: datetime) -> None:
+def _queue(
+    email: Email, user: User | None, now: datetime, not_before: datetime | None
+) -> None:
     email.message_id = email.message_id or new_message_id(email.sender_email)
     email.mime_bytes = build_mime(
         subject=email.subject,
@@ -174,5 +189,5 @@ def _queue(email: Email, user: User | None, now: datetime) -> None:
     email.approved_by = user
     email.approved_at = now
     email.queued_at = now
-    email.next_attempt_at = now
+    email.next_attempt_at = max(now, not_before) if not_before else now
     email.updated_at = now

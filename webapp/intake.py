@@ -402,6 +402,7 @@ def order_email(session: Session, data: Mapping[str, Any], clock: Clock) -> Emai
     check_schema("EmailCreate", data)
     kind = EmailKind(data["kind"])
     queue_now = data.get("status", EmailStatus.DRAFT) == EmailStatus.QUEUED
+    not_before = _not_before(data, queue_now)
     therapist = _emailable_therapist(session, int(data["therapist_id"]), kind, clock)
     ids = [int(request_id) for request_id in data["placement_request_ids"]]
     requests = _requests_for_email(session, therapist, kind, ids)
@@ -418,7 +419,7 @@ def order_email(session: Session, data: Mapping[str, Any], clock: Clock) -> Emai
         return email
 
     try:
-        approve_emails(session, [email], user=None, clock=clock)
+        approve_emails(session, [email], user=None, clock=clock, not_before=not_before)
     except WeeklyCapExceeded:
         # Approval commits the draft before it locks; take it back.
         session.rollback()
@@ -427,6 +428,16 @@ def order_email(session: Session, data: Mapping[str, Any], clock: Clock) -> Emai
         log.info("email %s removed again: weekly cap", email.id)
         raise
     return email
+
+
+def _not_before(data: Mapping[str, Any], queue_now: bool) -> datetime | None:
+    """Read the optional sending time; only a queued order may carry one."""
+    if data.get("not_before") is None:
+        return None
+    if not queue_now:
+        # A draft waits for a coordinator, who decides when it goes out.
+        raise ValidationFailed("not_before", "nur mit status in_warteschlange")
+    return _utc_datetime(data["not_before"], "not_before")
 
 
 def _emailable_therapist(

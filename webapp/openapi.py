@@ -430,6 +430,18 @@ SCHEMAS: dict[str, Any] = {
                     " weekly cap."
                 ),
             },
+            "not_before": {
+                "type": "string",
+                "format": "date-time",
+                "description": (
+                    "Send no earlier than this time (ISO 8601 with offset, e.g."
+                    " `2026-12-07T08:00:00+01:00`); only with `status`"
+                    " `in_warteschlange`. The email counts against the weekly"
+                    " cap from now on and goes out within about a minute after"
+                    " this time. A time in the past means at once. A supervisor"
+                    " can cancel it while it waits."
+                ),
+            },
         },
     },
     "Email": {

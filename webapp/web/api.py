@@ -372,8 +372,10 @@ def email_list():
 @api.post("/emails")
 def email_post():
     """Draft an email for a therapist, and queue it if asked."""
-    email = order_email(db.session, _json_body(), _clock())
-    if email.status == EmailStatus.QUEUED:
+    clock = _clock()
+    email = order_email(db.session, _json_body(), clock)
+    # An email planned for later is woken by the reconciler when it is due.
+    if email.status == EmailStatus.QUEUED and email.next_attempt_at <= clock.now():
         enqueue_sending([email])
     log.info(
         "email %s ordered as %s via api token %s",
