@@ -56,7 +56,7 @@
 
   function rateChart(canvas, data) {
     const options = baseOptions();
-    options.spanGaps = false;
+    options.spanGaps = true;
     options.scales = {
       x: { grid: { display: false } },
       y: {

@@ -921,3 +921,31 @@ def test_badge_stays_quiet_while_a_worker_beats(app, supervisor_client, redis_co
 
     assert badge.get_data(as_text=True).strip() == ""
     assert db.session.scalar(select(Alert.id)) is None
+
+
+def test_delivery_status_polls_until_the_email_settles(supervisor_client):
+    email = make_email(status=EmailStatus.QUEUED, next_attempt_at=datetime(2020, 1, 1))
+    url = f"/supervision/emails/{email.id}/status"
+
+    waiting = supervisor_client.get(url, headers=HTMX)
+    email.status = EmailStatus.SENT
+    email.sent_at = NOW
+    db.session.commit()
+    settled = supervisor_client.get(url, headers=HTMX)
+
+    assert 'hx-trigger="every 2s"' in waiting.get_data(as_text=True)
+    assert "HX-Trigger" not in waiting.headers
+    text = settled.get_data(as_text=True)
+    assert "hx-trigger" not in text
+    assert "Gesendet am 04.12.2026 14:35 an praxis@weiss.example" in text
+    assert settled.headers["HX-Trigger"] == "email-settled, failures-changed"
+
+
+def test_delivery_status_does_not_poll_for_emails_planned_later(supervisor_client):
+    email = make_email(status=EmailStatus.QUEUED, next_attempt_at=datetime(2999, 1, 1))
+
+    panel = supervisor_client.get(f"/supervision/emails/{email.id}", headers=HTMX)
+
+    text = panel.get_data(as_text=True)
+    assert "Eingeplant für 01.01.2999 01:00" in text
+    assert 'hx-trigger="every 2s"' not in text

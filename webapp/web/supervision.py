@@ -32,7 +32,7 @@ from webapp.alerts import acknowledge, open_alerts
 from webapp.clock import app_clock
 from webapp.exceptions import InvalidTransition, ValidationFailed, WeeklyCapExceeded
 from webapp.extensions import db
-from webapp.models import Alert, AlertKind, AttemptOutcome, Email
+from webapp.models import Alert, AlertKind, AttemptOutcome, Email, EmailStatus
 from webapp.monitoring import check_workers, mail_new_alerts
 from webapp.sending import SmtpSettings
 from webapp.settings import PROJECT_ROOT
@@ -57,6 +57,7 @@ CHART_DIST = PROJECT_ROOT / "node_modules" / "chart.js" / "dist"
 
 FAILURES_PER_PAGE = 50
 RECENTLY_ACKNOWLEDGED = 10
+STATUS_POLL_AHEAD = timedelta(minutes=2)
 
 PERIODS = {
     "24h": ("Letzte 24 Stunden", timedelta(hours=24)),
@@ -284,6 +285,7 @@ def _render_timeline(
         cancel_form=cancel_form or CancelForm(prefix="cancel"),
         can_requeue=service.can_requeue(email),
         can_cancel=service.can_cancel(email),
+        poll_until=_poll_until(),
     )
     # htmx swaps only 2xx answers; the form errors must show in the panel.
     return make_response(page, 200 if wants_fragment() else status)
@@ -295,6 +297,32 @@ def timeline(email_id: int):
     """Show every delivery attempt of one email and the actions on it."""
     email = db.get_or_404(Email, email_id)
     return _render_timeline(email)
+
+
+def _poll_until():
+    # Poll the status only for emails due soon, not for those planned later.
+    return app_clock().now() + STATUS_POLL_AHEAD
+
+
+@supervision.route("/emails/<int:email_id>/status")
+@supervised
+def delivery_status(email_id: int):
+    """Report where an email stands; the fragment polls until it settles."""
+    email = db.get_or_404(Email, email_id)
+    poll_until = _poll_until()
+    response = make_response(
+        render_template(
+            "supervision/_delivery_status.html", email=email, poll_until=poll_until
+        )
+    )
+    in_flight = email.status == EmailStatus.SENDING or (
+        email.status == EmailStatus.QUEUED
+        and (email.next_attempt_at or poll_until) <= poll_until
+    )
+    if not in_flight:
+        # The panel reloads with the new attempts, the list without the email.
+        response.headers["HX-Trigger"] = "email-settled, failures-changed"
+    return response
 
 
 @supervision.route("/emails/<int:email_id>/erneut-senden", methods=["POST"])
