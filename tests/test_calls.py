@@ -813,3 +813,16 @@ def test_forms_carry_the_csrf_token_and_posts_without_it_fail(
     assert response.status_code == 400
     db.session.expire_all()
     assert call.status == CallStatus.PLANNED
+
+
+def test_the_move_form_of_a_recorded_call_says_it_is_done(
+    app, clock, logged_in_client, coordinator
+):
+    call = planned_call(clock)
+    record_outcome(db.session, clock, call, coordinator, "besetzt")
+
+    html = logged_in_client.get(
+        f"/anrufe/{call.id}/verschieben", headers=HTMX
+    ).get_data(as_text=True)
+
+    assert html == '<p class="hint">Dieser Anruf ist nicht mehr geplant.</p>'

@@ -400,6 +400,9 @@ def move_call(call_id: int):
     """Show the move form (lazily, inside the card) or move the call."""
     card = _card(call_id)
     if card.call.status != CallStatus.PLANNED:
+        if request.method == "GET" and wants_fragment():
+            # The lazy load fills a slot inside the card, not the whole card.
+            return '<p class="hint">Dieser Anruf ist nicht mehr geplant.</p>'
         return _card_response(card, Notice(NOT_PLANNED, "warning"))
 
     form = move_form(card.call, request.form if request.method == "POST" else None)
