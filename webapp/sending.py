@@ -45,6 +45,8 @@ class SmtpSettings:
     username: str | None = None
     password: str | None = None
     timeout: float = 30
+    # CA bundle to trust instead of the system's, e.g. for an internal relay.
+    ca_file: str | None = None
 
     @classmethod
     def from_config(cls, config) -> "SmtpSettings":
@@ -56,6 +58,7 @@ class SmtpSettings:
             username=config["SMTP_USERNAME"],
             password=config["SMTP_PASSWORD"],
             timeout=config["SMTP_TIMEOUT"],
+            ca_file=config.get("SMTP_CA_FILE"),
         )
 
 
@@ -117,16 +120,18 @@ class ClaimedEmail:
 
 def open_connection(settings: SmtpSettings) -> smtplib.SMTP:
     """Connect, secure and log in as configured; raise TransientSmtpFailure."""
+    context = None
+    if settings.security != "none":
+        context = ssl.create_default_context(cafile=settings.ca_file)
     try:
         if settings.security == "tls":
-            context = ssl.create_default_context()
             smtp: smtplib.SMTP = smtplib.SMTP_SSL(
                 settings.host, settings.port, timeout=settings.timeout, context=context
             )
         else:
             smtp = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
         if settings.security == "starttls":
-            smtp.starttls(context=ssl.create_default_context())
+            smtp.starttls(context=context)
         if settings.username:
             smtp.login(settings.username, settings.password or "")
     except smtplib.SMTPResponseException as exc:

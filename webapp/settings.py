@@ -58,6 +58,7 @@ class Settings:
     SMTP_USERNAME: str | None = None
     SMTP_PASSWORD: str | None = None
     SMTP_TIMEOUT: int = 30
+    SMTP_CA_FILE: str | None = None
 
     MAIL_SENDER_EMAIL: str = "vermittlung@therapieplatz.example"
     MAIL_SENDER_NAME: str = "Therapieplatz-Vermittlung"
@@ -101,6 +102,7 @@ class Settings:
             SMTP_USERNAME=env.get("SMTP_USERNAME") or None,
             SMTP_PASSWORD=env.get("SMTP_PASSWORD") or None,
             SMTP_TIMEOUT=_env_int("SMTP_TIMEOUT", cls.SMTP_TIMEOUT),
+            SMTP_CA_FILE=env.get("SMTP_CA_FILE") or None,
             MAIL_SENDER_EMAIL=env.get("MAIL_SENDER_EMAIL", cls.MAIL_SENDER_EMAIL),
             MAIL_SENDER_NAME=env.get("MAIL_SENDER_NAME", cls.MAIL_SENDER_NAME),
             WEEKLY_CAP_DAYS=_env_int("WEEKLY_CAP_DAYS", cls.WEEKLY_CAP_DAYS),
