@@ -1,7 +1,8 @@
 """Start the RQ worker with its scheduler on the priority queues.
 
 A child process runs RQ's cron scheduler for the periodic jobs: the
-reconciler every minute and call planning every ten minutes.
+reconciler every minute, call planning every ten minutes, and the check
+for the morning call digest every ten minutes.
 """
 
 import argparse
@@ -21,6 +22,7 @@ log = logging.getLogger("worker")
 
 RECONCILE_EVERY = 60
 PLAN_CALLS_EVERY = 600
+DIGEST_CHECK_EVERY = 600
 
 
 def run_cron(parent_pid: int) -> None:
@@ -31,6 +33,9 @@ def run_cron(parent_pid: int) -> None:
         cron = CronScheduler(connection=redis_connection())
         cron.register(jobs.reconcile, DEFAULT_QUEUE, interval=RECONCILE_EVERY)
         cron.register(jobs.plan_calls, DEFAULT_QUEUE, interval=PLAN_CALLS_EVERY)
+        cron.register(
+            jobs.send_morning_digest, DEFAULT_QUEUE, interval=DIGEST_CHECK_EVERY
+        )
         cron.start()
 
 

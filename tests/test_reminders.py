@@ -168,3 +168,15 @@ def test_the_cli_command_reports_what_it_sent(app, clock, sink, coordinator):
     assert "1 calls today, 0 overdue; sent to 1 of 1 coordinators" in first.output
     assert "already sent" in second.output
     assert len(sink.messages) == 1
+
+
+def test_morning_digest_waits_for_the_local_hour(app, clock, sink, coordinator):
+    make_call(datetime(2026, 12, 7, 8, 5))
+
+    early = jobs.send_morning_digest()  # 06:00 in Berlin
+    clock.advance(hours=1)  # 07:00 in Berlin
+    on_time = jobs.send_morning_digest()
+
+    assert early == {"skipped": True}
+    assert on_time["sent"] == 1
+    assert len(sink.messages) == 1

@@ -433,7 +433,7 @@ def test_rescheduling_moves_the_call_to_a_later_day(app):
 
 def test_lost_race_for_a_slot_retries_with_the_next_one(app, monkeypatch):
     rival, therapist = make_therapist(), make_therapist()
-    real_taken_lines = scheduling._taken_lines
+    realtaken_lines = scheduling.taken_lines
     raced = threading.Event()
 
     rival_call = PhoneCall.__table__.insert().values(
@@ -452,7 +452,7 @@ def test_lost_race_for_a_slot_retries_with_the_next_one(app, monkeypatch):
         # Another planner commits the same slot right after our read. On
         # SQLite plan_call holds the write lock, so planners are serialised
         # anyway; there the rival row lands in our own transaction.
-        taken = real_taken_lines(*args)
+        taken = realtaken_lines(*args)
         if not raced.is_set():
             raced.set()
             if db.engine.dialect.name == "sqlite":
@@ -462,7 +462,7 @@ def test_lost_race_for_a_slot_retries_with_the_next_one(app, monkeypatch):
                     other.execute(rival_call)
         return taken
 
-    monkeypatch.setattr(scheduling, "_taken_lines", taken_lines_then_lose_the_race)
+    monkeypatch.setattr(scheduling, "taken_lines", taken_lines_then_lose_the_race)
 
     call = plan_call(db.session, therapist, [], CallReason.MANUAL, FixedClock(NOW))
     db.session.commit()

@@ -52,7 +52,7 @@ from webapp.scheduling import (
     candidate_slots,
     later_day,
     plan_call,
-    search_range,
+    taken_lines,
 )
 
 log = logging.getLogger(__name__)
@@ -337,7 +337,7 @@ def free_slots(
     now = clock.now()
     not_before = therapist.next_contact_after
     lines = current_app.config["CALL_LINES"]
-    taken = _taken_lines(session, therapist.id, now, not_before, days)
+    taken = taken_lines(session, therapist.id, now, not_before, lines, days)
 
     slots = []
     for slot in candidate_slots(
@@ -437,8 +437,8 @@ def _plan_at(
         )
 
     lines = current_app.config["CALL_LINES"]
-    taken = _taken_lines(
-        session, therapist.id, clock.now(), therapist.next_contact_after, HORIZON_DAYS
+    taken = taken_lines(
+        session, therapist.id, clock.now(), therapist.next_contact_after, lines
     )
     free = sorted(set(range(1, lines + 1)) - taken.get(slot, set()))
     if not free:
@@ -480,31 +480,6 @@ def _allowed_until(therapist: Therapist, clock: Clock, slot: datetime) -> set:
             break
         allowed.add(candidate)
     return allowed
-
-
-def _taken_lines(
-    session: Session,
-    therapist_id: int,
-    now_utc: datetime,
-    not_before: date | None,
-    days: int,
-) -> dict[datetime, set[int]]:
-    """Map booked slots to the lines in use; the therapist's own fill all."""
-    start, end = search_range(now_utc, not_before, days)
-    lines = current_app.config["CALL_LINES"]
-    rows = session.execute(
-        select(PhoneCall.planned_start, PhoneCall.line, PhoneCall.therapist_id).where(
-            PhoneCall.status == CallStatus.PLANNED,
-            PhoneCall.planned_start >= start,
-            PhoneCall.planned_start < end,
-        )
-    )
-    taken: dict[datetime, set[int]] = defaultdict(set)
-    for planned_start, line, owner_id in rows:
-        if owner_id == therapist_id:
-            taken[planned_start].update(range(1, lines + 1))
-        taken[planned_start].add(line)
-    return taken
 
 
 def _require_reason(reason: str | None) -> str:

@@ -213,3 +213,18 @@ def send_call_digests(force: bool = False) -> dict:
             connection.delete(key)
             raise
         return report.as_dict()
+
+
+def send_morning_digest() -> dict:
+    """Send the call digest once the local morning hour has come.
+
+    RQ's cron counts in UTC; this job runs every few minutes and waits for
+    DIGEST_HOUR in Europe/Berlin, so summer time moves nothing.
+    """
+    from webapp.web.filters import to_local
+
+    with app_context() as app:
+        local_now = to_local(app_clock().now())
+        if local_now.hour < app.config["DIGEST_HOUR"]:
+            return {"skipped": True}
+    return send_call_digests()

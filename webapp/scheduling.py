@@ -264,7 +264,7 @@ def plan_call(
 
     for _ in range(SLOT_CONFLICT_RETRIES):
         now = clock.now()
-        taken = _taken_lines(session, therapist.id, now, not_before, lines)
+        taken = taken_lines(session, therapist.id, now, not_before, lines)
         booked = {slot: len(used) for slot, used in taken.items()}
         slot = next_free_slot(
             therapist.phone_availability,
@@ -321,15 +321,20 @@ def plan_call(
     )
 
 
-def _taken_lines(
+def taken_lines(
     session: Session,
     therapist_id: int,
     now_utc: datetime,
     not_before: date | None,
     lines: int,
+    horizon_days: int = HORIZON_DAYS,
 ) -> dict[datetime, set[int]]:
-    """Map each booked slot in the search range to the lines in use."""
-    start, end = search_range(now_utc, not_before)
+    """Map each booked slot in the search range to the lines in use.
+
+    The therapist's own calls fill every line of their slot: one therapist
+    is never called twice at once.
+    """
+    start, end = search_range(now_utc, not_before, horizon_days)
     rows = session.execute(
         select(PhoneCall.planned_start, PhoneCall.line, PhoneCall.therapist_id).where(
             PhoneCall.status == CallStatus.PLANNED,

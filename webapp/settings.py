@@ -74,6 +74,10 @@ class Settings:
     FAILURE_RATE_THRESHOLD: float = 0.2
     FAILURE_RATE_MIN_ATTEMPTS: int = 20
     WORKER_SILENT_MINUTES: int = 5
+    # Failed call attempts before a supervisor is alerted (rule 7).
+    CALL_MAX_ATTEMPTS: int = 3
+    # Local hour after which the morning call digest goes out.
+    DIGEST_HOUR: int = 7
     CALL_LINES: int = 1
     FOLLOW_UP_AFTER_DAYS: int = 7
     COOLING_DAYS: int = 28
@@ -119,6 +123,8 @@ class Settings:
             WORKER_SILENT_MINUTES=_env_int(
                 "WORKER_SILENT_MINUTES", cls.WORKER_SILENT_MINUTES
             ),
+            CALL_MAX_ATTEMPTS=_env_int("CALL_MAX_ATTEMPTS", cls.CALL_MAX_ATTEMPTS),
+            DIGEST_HOUR=_env_int("DIGEST_HOUR", cls.DIGEST_HOUR),
             CALL_LINES=_env_int("CALL_LINES", cls.CALL_LINES),
             FOLLOW_UP_AFTER_DAYS=_env_int(
                 "FOLLOW_UP_AFTER_DAYS", cls.FOLLOW_UP_AFTER_DAYS
