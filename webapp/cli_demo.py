@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 
 from webapp.clock import system_clock
 from webapp.demo import seed_demo_data
+from webapp.demo_history import seed_demo_history
 from webapp.extensions import db
 from webapp.models import Role, Therapist, User
 
@@ -67,6 +68,7 @@ def seed_demo(
     )
     created_users = _ensure_demo_users()
     db.session.commit()
+    history = seed_demo_history(db.session, system_clock, seed=seed)
     seconds = f"{time.perf_counter() - started:.1f}".replace(".", ",")
 
     click.echo(
@@ -77,6 +79,11 @@ def seed_demo(
         f"{counts['placement_requests']} offene Platzanfragen "
         f"({counts['patients']} Patient:innen) angelegt "
         f"in {seconds} s."
+    )
+    click.echo(
+        f"Verlauf: {history['sent_emails']} gesendete Anfragen, "
+        f"{history['replies']} Antworten, {history['calls_today']} Anrufe auf der "
+        f"Heute-Liste, {history['calls_planned']} weitere Anrufe geplant."
     )
     click.echo("Demo-Zugänge:")
     for email, name, role in DEMO_USERS:
