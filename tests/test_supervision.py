@@ -109,7 +109,7 @@ def make_email(
         retry_count=retry_count,
         queued_at=NOW - timedelta(days=1),
         next_attempt_at=next_attempt_at,
-        error_message="Fehler" if status == EmailStatus.FAILED else None,
+        error_message=_error_message(attempts) if status != EmailStatus.SENT else None,
         created_at=NOW - timedelta(days=1),
         updated_at=NOW - timedelta(days=1),
     )
@@ -129,6 +129,14 @@ def make_email(
         )
     db.session.commit()
     return email
+
+
+def _error_message(attempts) -> str | None:
+    """The error text the sender stores: code and reply of the last try."""
+    if not attempts:
+        return None
+    _, code, reply, _ = attempts[-1]
+    return f"{code} {reply}" if code else reply
 
 
 def failed_550(therapist=None, **fields) -> Email:
