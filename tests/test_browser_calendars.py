@@ -138,7 +138,7 @@ def test_therapist_month_navigates_without_reload_and_opens_a_call(
     expect(planned).to_contain_text("09:00")
 
     # Back to today and open the reached call in the side panel.
-    page.get_by_role("link", name="Heute").click()
+    calendar.get_by_role("link", name="Heute").click()
     expect(calendar.get_by_role("heading", name="Dezember 2026")).to_be_visible()
     assert "datum=2026-12-04" in page.url
     calendar.locator("a.entry-call", has_text="Erreicht").click()

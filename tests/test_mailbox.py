@@ -1,8 +1,10 @@
 """The demo mailbox shows what the local SMTP sink received."""
 
+import smtplib
 from email.message import EmailMessage
 
-from webapp.devstack import MailboxSink
+from tests.conftest import free_port
+from webapp.devstack import start_smtp_sink
 
 
 def store_message(folder, subject: str) -> None:
@@ -37,13 +39,12 @@ def test_mailbox_is_off_without_a_sink(app, logged_in_client):
 
 
 def test_sink_stores_each_message_as_a_file(tmp_path):
-    import asyncio
-    from types import SimpleNamespace
+    controller = start_smtp_sink(tmp_path / "mailbox", free_port())
+    try:
+        with smtplib.SMTP("127.0.0.1", controller.port, timeout=5) as smtp:
+            smtp.sendmail("a@example.org", ["b@example.org"], b"Subject: x\r\n\r\ny")
+    finally:
+        controller.stop()
 
-    sink = MailboxSink(tmp_path / "mailbox")
-    envelope = SimpleNamespace(original_content=b"Subject: x\r\n\r\ny")
-
-    reply = asyncio.run(sink.handle_DATA(None, None, envelope))
-
-    assert reply.startswith("250")
-    assert len(list((tmp_path / "mailbox").glob("*.eml"))) == 1
+    [stored] = (tmp_path / "mailbox").glob("*.eml")
+    assert b"Subject: x" in stored.read_bytes()

@@ -38,8 +38,11 @@ def empty_database(request, tmp_path):
     admin.dispose()
 
 
-def test_upgrade_matches_models_and_downgrade_empties(empty_database):
-    app = create_app({"SQLALCHEMY_DATABASE_URI": empty_database})
+def test_upgrade_matches_models_and_downgrade_empties(empty_database, redis_url):
+    # The login limiter is shared by every app; keep it on the test Redis.
+    app = create_app(
+        {"SQLALCHEMY_DATABASE_URI": empty_database, "REDIS_URL": redis_url}
+    )
 
     with app.app_context():
         upgrade()

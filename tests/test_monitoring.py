@@ -96,3 +96,29 @@ def test_unreachable_smtp_keeps_alerts_for_the_next_pass(app):
 
     assert mailed == 0
     assert alerts()[0].mailed_at is None
+
+
+def test_two_racing_passes_mail_an_alert_once(app, smtp_server, sink):
+    import threading
+
+    _, port = smtp_server
+    create_user("aufsicht@example.org", role=Role.SUPERVISOR, name="Sam Aufsicht")
+    clock = FixedClock(NOW)
+    check_workers(db.session, clock, None, timedelta(minutes=5))
+    db.session.commit()
+    smtp = SmtpSettings(host="127.0.0.1", port=port)
+    barrier = threading.Barrier(2)
+
+    def mail() -> None:
+        with app.app_context():
+            barrier.wait()
+            mail_new_alerts(db.session, clock, smtp, ("V", "v@example.org"))
+            db.session.remove()
+
+    threads = [threading.Thread(target=mail) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert len(sink.messages) == 1

@@ -259,7 +259,7 @@ class DeliveryAttempt(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email_id: Mapped[int] = mapped_column(ForeignKey("emails.id"), index=True)
-    attempted_at: Mapped[datetime] = mapped_column(DateTime)
+    attempted_at: Mapped[datetime] = mapped_column(DateTime, index=True)
     worker: Mapped[str] = mapped_column(String(120))
     smtp_code: Mapped[int | None] = mapped_column(Integer)
     smtp_reply: Mapped[str | None] = mapped_column(Text)

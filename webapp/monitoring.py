@@ -5,11 +5,12 @@ import smtplib
 from datetime import datetime, timedelta
 
 from markupsafe import escape
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from webapp.alerts import raise_alert
 from webapp.clock import Clock
+from webapp.exceptions import TransientSmtpFailure
 from webapp.message import build_mime, new_message_id, with_date
 from webapp.models import (
     Alert,
@@ -69,16 +70,10 @@ def check_workers(
 def mail_new_alerts(session: Session, clock: Clock, smtp: SmtpSettings, sender) -> int:
     """Mail each alert not yet mailed to every active supervisor, once.
 
-    `sender` is (name, address). Marks alerts as mailed only after the
-    server accepted the message, so a mail outage retries on the next pass.
+    `sender` is (name, address). An alert is claimed by setting mailed_at
+    in one UPDATE before it is sent, so two processes never mail the same
+    one; when the server refuses, the claim is undone for the next pass.
     """
-    alerts = list(
-        session.scalars(
-            select(Alert)
-            .where(Alert.mailed_at.is_(None), Alert.acknowledged_at.is_(None))
-            .order_by(Alert.id)
-        )
-    )
     supervisors = list(
         session.scalars(
             select(User).where(
@@ -86,24 +81,51 @@ def mail_new_alerts(session: Session, clock: Clock, smtp: SmtpSettings, sender) 
             )
         )
     )
-    if not alerts or not supervisors:
+    claimed = _claim_unmailed(session, clock) if supervisors else []
+    if not claimed:
         return 0
 
+    mailed = 0
     try:
         connection = open_connection(smtp)
-    except Exception:
-        log.warning("alert mail postponed: SMTP unreachable")
-        return 0
-    try:
-        for alert in alerts:
-            _mail_alert(connection, alert, supervisors, sender, clock)
-            alert.mailed_at = clock.now()
-            session.commit()
-    except (OSError, smtplib.SMTPException):
-        log.warning("alert mail interrupted; the rest goes out next time")
-    finally:
-        connection.close()
-    return sum(1 for alert in alerts if alert.mailed_at)
+        try:
+            for alert in claimed:
+                _mail_alert(connection, alert, supervisors, sender, clock)
+                mailed += 1
+        finally:
+            connection.close()
+    except (OSError, smtplib.SMTPException, TransientSmtpFailure):
+        log.warning("alert mail postponed: %s of %s sent", mailed, len(claimed))
+        _unclaim(session, [alert.id for alert in claimed[mailed:]])
+    return mailed
+
+
+def _claim_unmailed(session: Session, clock: Clock) -> list[Alert]:
+    ids = list(
+        session.scalars(
+            update(Alert)
+            .where(Alert.mailed_at.is_(None), Alert.acknowledged_at.is_(None))
+            .values(mailed_at=clock.now())
+            .returning(Alert.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    session.commit()
+    if not ids:
+        return []
+    return list(
+        session.scalars(select(Alert).where(Alert.id.in_(ids)).order_by(Alert.id))
+    )
+
+
+def _unclaim(session: Session, alert_ids: list[int]) -> None:
+    session.execute(
+        update(Alert)
+        .where(Alert.id.in_(alert_ids))
+        .values(mailed_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
 
 
 def _mail_alert(connection, alert: Alert, supervisors, sender, clock) -> None:
