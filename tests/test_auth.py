@@ -2,6 +2,8 @@
 
 import pytest
 
+from tests.conftest import create_user
+
 
 @pytest.mark.parametrize("path", ["/", "/emails"])
 def test_pages_need_login(client, path):
@@ -46,4 +48,27 @@ def test_repeated_failed_logins_are_throttled(app, client, coordinator):
 
     assert statuses[:10] == [200] * 10
     assert response.status_code == 429
-    assert "Zu viele Anmeldeversuche" in response.get_data(as_text=True)
+    assert "Zu viele fehlgeschlagene Anmeldeversuche" in response.get_data(as_text=True)
+
+
+def test_throttling_one_account_leaves_colleagues_alone(app, client, coordinator):
+    create_user("kollegin@example.org", name="Kai Kollegin")
+    app.config["WTF_CSRF_ENABLED"] = False
+    wrong = {"email": coordinator.email, "password": "falsch"}
+    for _ in range(11):
+        client.post("/login", data=wrong)
+    colleague = client.post(
+        "/login", data={"email": "kollegin@example.org", "password": "geheim-123"}
+    )
+    app.config["WTF_CSRF_ENABLED"] = True
+
+    assert colleague.status_code == 302
+
+
+def test_successful_logins_are_not_counted(app, client, coordinator):
+    app.config["WTF_CSRF_ENABLED"] = False
+    right = {"email": coordinator.email, "password": "geheim-123"}
+    statuses = [client.post("/login", data=right).status_code for _ in range(12)]
+    app.config["WTF_CSRF_ENABLED"] = True
+
+    assert set(statuses) == {302}

@@ -12,6 +12,7 @@ from flask import (
     request,
     url_for,
 )
+from flask_limiter.util import get_remote_address
 from flask_login import login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField
@@ -41,8 +42,22 @@ def _login_limit() -> str:
     return current_app.config["LOGIN_RATE_LIMIT"]
 
 
+def _address_and_account() -> str:
+    # Per account and address: one colleague's typos behind a shared office
+    # address do not lock out the others.
+    account = (request.form.get("email") or "").strip().lower()
+    return f"{get_remote_address()}|{account}"
+
+
+def _failed(response) -> bool:
+    return response.status_code != 302
+
+
 @auth.route("/login", methods=["GET", "POST"])
-@limiter.limit(_login_limit, methods=["POST"])
+@limiter.limit(
+    _login_limit, methods=["POST"], key_func=_address_and_account, deduct_when=_failed
+)
+@limiter.limit("200 per hour", methods=["POST"], deduct_when=_failed)
 def login():
     """Show the login form and sign the user in."""
     form = LoginForm()
@@ -80,8 +95,7 @@ def too_many_attempts(error):
     if request.path.startswith("/api/"):
         message = "Zu viele Anfragen, bitte später erneut versuchen."
         return {"error": {"code": "rate_limited", "message": message}}, 429
-    form = LoginForm()
-    form.password.errors = [
-        "Zu viele Anmeldeversuche. Bitte warten Sie einige Minuten."
-    ]
-    return render_template("auth/login.html", form=form), 429
+    notice = (
+        "Zu viele fehlgeschlagene Anmeldeversuche. Bitte warten Sie einige Minuten."
+    )
+    return render_template("auth/login.html", form=LoginForm(), notice=notice), 429
