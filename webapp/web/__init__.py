@@ -2,7 +2,7 @@
 
 from flask import Flask, Response
 
-from webapp.web import filters
+from webapp.web import errors, filters
 
 
 def register_web(app: Flask) -> None:
@@ -25,6 +25,7 @@ def register_web(app: Flask) -> None:
     app.register_blueprint(supervision)
     app.register_blueprint(calls)
     filters.register(app)
+    errors.register(app)
     app.after_request(_security_headers)
 
 
