@@ -2,6 +2,7 @@
 
 import re
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from rq import Queue, SimpleWorker
@@ -10,6 +11,7 @@ from sqlalchemy import select
 from tests.factories import make_request, make_sent_email, make_therapist
 from webapp.batching import run_batching
 from webapp.clock import FixedClock, system_clock
+from webapp.email_lists import EmailFilters, count_by_status, email_page, statuses_of
 from webapp.extensions import db
 from webapp.models import (
     AttemptOutcome,
@@ -535,6 +537,24 @@ def test_dates_beyond_any_calendar_are_refused_not_crashing(
 
     assert response.status_code == 200
     assert "Kein gültiges Datum." in text_of(response)
+
+
+def test_email_lists_need_no_request(app, mixed_emails):
+    zone = ZoneInfo("Europe/Berlin")
+    filters = EmailFilters(kind=EmailKind.FOLLOW_UP)
+
+    page = email_page(db.session, filters, zone, page=1, per_page=50)
+    counts = count_by_status(db.session, EmailFilters(), zone)
+    statuses = statuses_of(db.session, [mixed_emails["queued"].id, 999999])
+
+    assert [email.id for email in page.items] == [mixed_emails["failed"].id]
+    assert counts == {
+        "gesendet": 1,
+        "fehlgeschlagen": 1,
+        "in_warteschlange": 1,
+        "entwurf": 1,
+    }
+    assert statuses == {mixed_emails["queued"].id: EmailStatus.QUEUED}
 
 
 # Security ----------------------------------------------------------------------

@@ -4,7 +4,7 @@ import itertools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -24,14 +24,13 @@ from flask_login import current_user, login_required
 from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
-from sqlalchemy import func, or_, select
-from sqlalchemy.orm import selectinload
 from wtforms import DateField, Form, SearchField, SelectChoice, SelectField
 from wtforms.validators import Optional, ValidationError
 
-from webapp import jobs
+from webapp import email_lists, jobs
 from webapp.approval import approve_selection, discard_draft
-from webapp.clock import EARLIEST_DATE, LATEST_DATE, day_start_utc, system_clock
+from webapp.clock import EARLIEST_DATE, LATEST_DATE, system_clock
+from webapp.email_lists import APPROVED_STATUSES, EmailFilters
 from webapp.exceptions import InvalidTransition
 from webapp.extensions import db
 from webapp.models import (
@@ -39,7 +38,6 @@ from webapp.models import (
     Email,
     EmailKind,
     EmailStatus,
-    Therapist,
 )
 from webapp.queueing import redis_connection
 from webapp.settings import PROJECT_ROOT
@@ -102,13 +100,6 @@ FEDERAL_STATES = {
     "TH": "Thüringen",
 }
 
-# What the "E-Mails" page lists unless a status is chosen: everything approved.
-LISTED_STATUSES = (
-    EmailStatus.QUEUED,
-    EmailStatus.SENDING,
-    EmailStatus.SENT,
-    EmailStatus.FAILED,
-)
 IN_FLIGHT = (EmailStatus.QUEUED, EmailStatus.SENDING)
 
 NOT_A_DRAFT = "Diese E-Mail ist kein Entwurf mehr."
@@ -311,28 +302,7 @@ def _drafts_context(
     select_page: bool = False,
 ) -> dict:
     """Collect one page of drafts, grouped by priority, for the templates."""
-    statement = (
-        select(Email)
-        .where(Email.status == EmailStatus.DRAFT)
-        .options(selectinload(Email.therapist), selectinload(Email.placement_requests))
-        .order_by(Email.priority, Email.created_at, Email.id)
-    )
-    pagination = db.paginate(
-        statement, page=max(page, 1), per_page=DRAFTS_PER_PAGE, error_out=False
-    )
-    if pagination.pages and pagination.page > pagination.pages:
-        # Approving the last rows of the last page: show the page before.
-        pagination = db.paginate(
-            statement, page=pagination.pages, per_page=DRAFTS_PER_PAGE
-        )
-
-    totals = dict(
-        db.session.execute(
-            select(Email.priority, func.count(Email.id))
-            .where(Email.status == EmailStatus.DRAFT)
-            .group_by(Email.priority)
-        ).all()
-    )
+    pagination = email_lists.draft_page(db.session, page, DRAFTS_PER_PAGE)
     groups = [
         (priority, PRIORITY_LABELS.get(priority, f"Priorität {priority}"), list(rows))
         for priority, rows in itertools.groupby(
@@ -344,7 +314,7 @@ def _drafts_context(
     return {
         "pagination": pagination,
         "groups": groups,
-        "totals": totals,
+        "totals": email_lists.drafts_per_priority(db.session),
         "selected": selected or set(),
         "refused": refused or {},
     }
@@ -552,7 +522,7 @@ class EmailFilterForm(Form):
         "Status",
         choices=[
             SelectChoice("", "Alle freigegebenen"),
-            *(SelectChoice(s.value, STATUS_LABELS[s]) for s in LISTED_STATUSES),
+            *(SelectChoice(s.value, STATUS_LABELS[s]) for s in APPROVED_STATUSES),
             SelectChoice(EmailStatus.DISCARDED.value, "Verworfen"),
         ],
         default="",
@@ -573,6 +543,20 @@ class EmailFilterForm(Form):
     date_from = DateField("Von", validators=[Optional(), _plausible_date])
     date_to = DateField("Bis", validators=[Optional(), _plausible_date])
 
+    def filters(self) -> EmailFilters:
+        """Return the valid filters; invalid ones are left out."""
+        status, kind, date_from, date_to = (
+            self[name].data if self[name].data and not self[name].errors else None
+            for name in ("status", "kind", "date_from", "date_to")
+        )
+        return EmailFilters(
+            status=EmailStatus(status) if status else None,
+            kind=EmailKind(kind) if kind else None,
+            name=self.q.data or None,
+            date_from=date_from,
+            date_to=date_to,
+        )
+
     def query_args(self) -> dict[str, str]:
         """Return the filters that are set, as query-string arguments."""
         return {
@@ -588,28 +572,14 @@ def emails():
     """List approved emails with filters; the list polls while mail is in flight."""
     form = EmailFilterForm(request.args)
     form.validate()
-    conditions = _filter_conditions(form)
-    status = form.status.data if not form.status.errors else ""
+    filters = form.filters()
+    zone = ZoneInfo(current_app.config["TIMEZONE"])
+    page = request.args.get("page", 1, type=int)
 
-    statement = (
-        select(Email)
-        .join(Email.therapist)
-        .where(*conditions)
-        .where(Email.status == status if status else Email.status.in_(LISTED_STATUSES))
-        .options(
-            selectinload(Email.therapist),
-            selectinload(Email.placement_requests),
-            selectinload(Email.attempts),
-        )
-        .order_by(_moment().desc(), Email.id.desc())
+    pagination = email_lists.email_page(
+        db.session, filters, zone, page, EMAILS_PER_PAGE
     )
-    pagination = db.paginate(
-        statement,
-        page=max(request.args.get("page", 1, type=int), 1),
-        per_page=EMAILS_PER_PAGE,
-        error_out=False,
-    )
-    counts = _status_counts(conditions)
+    counts = email_lists.count_by_status(db.session, filters, zone)
     polling = any(counts.get(state, 0) for state in IN_FLIGHT)
     return render_view(
         "dashboard/emails.html",
@@ -617,53 +587,7 @@ def emails():
         form=form,
         pagination=pagination,
         counts=counts,
-        listed_statuses=LISTED_STATUSES,
+        listed_statuses=APPROVED_STATUSES,
         polling=polling,
         query_args=form.query_args(),
     )
-
-
-def _moment():
-    """The time an email list row stands for: sent, else queued, else made."""
-    return func.coalesce(Email.sent_at, Email.queued_at, Email.created_at)
-
-
-def _filter_conditions(form: EmailFilterForm) -> list:
-    """Turn the valid filters, except status, into WHERE conditions."""
-    conditions = []
-    if form.kind.data and not form.kind.errors:
-        conditions.append(Email.kind == form.kind.data)
-    if form.q.data:
-        pattern = "%" + _escape_like(form.q.data) + "%"
-        conditions.append(
-            or_(
-                Therapist.last_name.ilike(pattern, escape="\\"),
-                Therapist.first_name.ilike(pattern, escape="\\"),
-                Email.recipient_name.ilike(pattern, escape="\\"),
-            )
-        )
-    if form.date_from.data and not form.date_from.errors:
-        conditions.append(_moment() >= _utc_start_of(form.date_from.data))
-    if form.date_to.data and not form.date_to.errors:
-        next_day = form.date_to.data + timedelta(days=1)
-        conditions.append(_moment() < _utc_start_of(next_day))
-    return conditions
-
-
-def _status_counts(conditions: list) -> dict[str, int]:
-    statement = (
-        select(Email.status, func.count(Email.id))
-        .join(Email.therapist)
-        .where(*conditions)
-        .group_by(Email.status)
-    )
-    return dict(db.session.execute(statement).all())
-
-
-def _utc_start_of(day: date) -> datetime:
-    """Return local midnight of the day as naive UTC, as times are stored."""
-    return day_start_utc(day, ZoneInfo(current_app.config["TIMEZONE"]))
-
-
-def _escape_like(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
