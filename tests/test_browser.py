@@ -157,3 +157,26 @@ def test_discarding_asks_first(page: Page, live_server, coordinator):
     expect(page.locator("#drafts")).to_contain_text("1 Entwurf verworfen")
     expect(row).to_have_count(0)
     assert questions and "verwerfen?" in questions[0]
+
+
+def test_approving_in_a_second_tab_explains_it_was_already_approved(
+    page: Page, live_server, coordinator
+):
+    make_request(make_therapist(last_name="Zweifach"))
+    run_batching(db.session, system_clock)
+    log_in(page, live_server, coordinator.email)
+    other_tab = page.context.new_page()
+    other_tab.goto(live_server)
+
+    page.locator("tr.draft-row", has_text="Zweifach").get_by_role(
+        "button", name="Freigeben"
+    ).click()
+    expect(page.locator("#drafts .notice")).to_contain_text("1 E-Mail freigegeben")
+    other_tab.locator("tr.draft-row", has_text="Zweifach").get_by_role(
+        "button", name="Freigeben"
+    ).click()
+
+    notice = other_tab.locator("#drafts .notice")
+    expect(notice).to_have_text("1 E-Mail war bereits freigegeben.")
+    expect(other_tab.get_by_text("Auswahl aufheben")).to_have_count(0)
+    expect(other_tab.locator("tr.draft-row")).to_have_count(0)

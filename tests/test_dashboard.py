@@ -69,6 +69,13 @@ def status_of(email_id: int) -> str:
     return db.session.get(Email, email_id).status
 
 
+def notice_in(html: str) -> tuple[str, str]:
+    """Return the level and text of the notice above the list or preview."""
+    match = re.search(r'<p class="notice notice-(\w+)" role="status">(.*?)</p>', html)
+    assert match, "no notice in the answer"
+    return match.group(1), match.group(2)
+
+
 # Pages and fragments ---------------------------------------------------------
 
 
@@ -330,8 +337,143 @@ def test_a_sent_email_cannot_be_approved_or_discarded_again(app, logged_in_clien
         logged_in_client.post(f"/emails/{email.id}/discard", headers=HTMX)
     )
 
-    assert "kein Entwurf mehr" in approve and "kein Entwurf mehr" in discard
+    assert "Diese E-Mail wurde bereits freigegeben." in approve
+    assert "bereits freigegeben und kann nicht mehr verworfen werden" in discard
     assert status_of(email.id) == EmailStatus.SENT
+
+
+@pytest.mark.parametrize(
+    ("first_action", "expected"),
+    [
+        ("/drafts/approve", "1 E-Mail war bereits freigegeben."),
+        ("/drafts/discard", "1 Entwurf war bereits verworfen."),
+    ],
+)
+def test_approving_what_another_tab_handled_says_why_in_the_summary(
+    app, logged_in_client, first_action, expected
+):
+    handled = draft_for(make_therapist(last_name="Erledigt"))
+    waiting = draft_for(make_therapist(last_name="Offen"))
+    logged_in_client.post(first_action, data={"email_ids": handled.id}, headers=HTMX)
+
+    html = text_of(
+        logged_in_client.post(
+            "/drafts/approve", data={"email_ids": handled.id}, headers=HTMX
+        )
+    )
+
+    level, text = notice_in(html)
+    assert (level, text) == ("warning", expected)
+    assert "steht beim Entwurf" not in html
+    assert "Auswahl aufheben" not in html
+    assert f'id="draft-{waiting.id}"' in html and "checked" not in html
+
+
+def test_approving_a_draft_twice_without_htmx_flashes_why(app, logged_in_client):
+    email = draft_for(make_therapist())
+    logged_in_client.post("/drafts/approve", data={"email_ids": email.id})
+
+    response = logged_in_client.post(
+        "/drafts/approve", data={"email_ids": email.id}, follow_redirects=True
+    )
+
+    assert "1 E-Mail war bereits freigegeben." in text_of(response)
+
+
+def test_a_refused_draft_off_the_shown_page_is_explained_in_the_summary(
+    app, logged_in_client
+):
+    capped = make_therapist(last_name="Begrenzt")
+    capped_draft = draft_for(capped)
+    for number in range(52):
+        make_request(make_therapist(last_name=f"Nummer{number:02d}"))
+    run_batching(db.session, system_clock)
+    make_sent_email(capped, system_clock.now() - timedelta(days=2))
+
+    html = text_of(
+        logged_in_client.post(
+            "/drafts/approve",
+            data={"email_ids": capped_draft.id, "page": 2},
+            headers=HTMX,
+        )
+    )
+
+    level, text = notice_in(html)
+    assert f'id="draft-{capped_draft.id}"' not in html and "Seite 2 von 2" in html
+    assert level == "warning"
+    assert text.startswith("1 Entwurf nicht freigegeben: Wochenlimit erreicht")
+
+
+@pytest.mark.parametrize(
+    ("first_action", "count", "expected"),
+    [
+        (
+            "/drafts/approve",
+            1,
+            "1 E-Mail war bereits freigegeben und kann nicht mehr verworfen werden.",
+        ),
+        (
+            "/drafts/approve",
+            2,
+            "2 E-Mails waren bereits freigegeben und können nicht mehr verworfen "
+            "werden.",
+        ),
+        ("/drafts/discard", 1, "1 Entwurf war bereits verworfen."),
+    ],
+)
+def test_discarding_what_another_tab_handled_says_why(
+    app, logged_in_client, first_action, count, expected
+):
+    ids = [draft_for(make_therapist()).id for _ in range(count)]
+    logged_in_client.post(first_action, data={"email_ids": ids}, headers=HTMX)
+
+    html = text_of(
+        logged_in_client.post("/drafts/discard", data={"email_ids": ids}, headers=HTMX)
+    )
+
+    assert notice_in(html) == ("warning", expected)
+    assert "0 Entwürfe verworfen" not in html
+    assert "Auswahl aufheben" not in html
+
+
+def test_discarding_a_mix_counts_the_discarded_and_explains_the_rest(
+    app, logged_in_client
+):
+    approved = draft_for(make_therapist())
+    fresh = draft_for(make_therapist())
+    logged_in_client.post("/drafts/approve", data={"email_ids": approved.id})
+
+    html = text_of(
+        logged_in_client.post(
+            "/drafts/discard",
+            data={"email_ids": [approved.id, fresh.id]},
+            headers=HTMX,
+        )
+    )
+
+    assert notice_in(html)[1] == (
+        "1 Entwurf verworfen. 1 E-Mail war bereits freigegeben und kann nicht "
+        "mehr verworfen werden."
+    )
+    assert status_of(fresh.id) == EmailStatus.DISCARDED
+
+
+@pytest.mark.parametrize(
+    ("action", "expected"),
+    [
+        ("approve", "Dieser Entwurf wurde bereits verworfen."),
+        ("discard", "Dieser Entwurf wurde bereits verworfen."),
+    ],
+)
+def test_preview_actions_on_a_discarded_draft_say_so(
+    app, logged_in_client, action, expected
+):
+    email = draft_for(make_therapist())
+    logged_in_client.post(f"/emails/{email.id}/discard", headers=HTMX)
+
+    html = text_of(logged_in_client.post(f"/emails/{email.id}/{action}", headers=HTMX))
+
+    assert notice_in(html) == ("error", expected)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 import itertools
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,7 +29,7 @@ from wtforms import DateField, Form, SearchField, SelectChoice, SelectField
 from wtforms.validators import Optional, ValidationError
 
 from webapp import email_lists, jobs
-from webapp.approval import approve_selection, discard_draft
+from webapp.approval import SelectionOutcome, approve_selection, discard_draft
 from webapp.clock import EARLIEST_DATE, LATEST_DATE, system_clock
 from webapp.email_lists import APPROVED_STATUSES, EmailFilters
 from webapp.exceptions import InvalidTransition
@@ -101,8 +102,6 @@ FEDERAL_STATES = {
 }
 
 IN_FLIGHT = (EmailStatus.QUEUED, EmailStatus.SENDING)
-
-NOT_A_DRAFT = "Diese E-Mail ist kein Entwurf mehr."
 
 
 # Shared helpers -------------------------------------------------------------
@@ -237,24 +236,9 @@ def approve_drafts():
 
     outcome = approve_selection(db.session, email_ids, _user(), system_clock)
     queued = _wake_sender(outcome.approved)
-
-    parts = []
-    if outcome.approved:
-        parts.append(
-            count_de(len(outcome.approved), "E-Mail", "E-Mails")
-            + " freigegeben und zum Versand eingereiht."
-        )
-        if not queued:
-            parts.append(
-                "Der Versand beginnt, sobald die Warteschlange erreichbar ist."
-            )
-    if outcome.refused:
-        parts.append(
-            count_de(len(outcome.refused), "Entwurf", "Entwürfe")
-            + " nicht freigegeben; der Grund steht beim Entwurf."
-        )
-    level = "warning" if outcome.refused else "success"
-    return _after_list_action(page, Notice(" ".join(parts), level), outcome.refused)
+    context = _drafts_context(page, outcome.refused) if wants_fragment() else {}
+    notice = _approval_notice(outcome, queued, set(context.get("refused", ())))
+    return _after_list_action(page, notice, context)
 
 
 @dashboard.route("/drafts/discard", methods=["POST"])
@@ -262,61 +246,142 @@ def approve_drafts():
 def discard_drafts():
     """Discard the chosen drafts; their placement requests become free again."""
     page = request.form.get("page", 1, type=int)
+    email_ids = _chosen_ids()
+    if not email_ids:
+        return _after_list_action(
+            page, Notice("Bitte wählen Sie Entwürfe aus.", "warning")
+        )
+
     discarded = 0
     refused: dict[int, str] = {}
-    for email_id in _chosen_ids():
+    for email_id in email_ids:
         try:
             discard_draft(db.session, email_id, _user())
             discarded += 1
         except InvalidTransition:
             db.session.rollback()
-            refused[email_id] = NOT_A_DRAFT
+            refused[email_id] = "Bitte versuchen Sie es erneut."
 
-    if not discarded and not refused:
-        return _after_list_action(
-            page, Notice("Bitte wählen Sie Entwürfe aus.", "warning")
-        )
-    notice = Notice(count_de(discarded, "Entwurf", "Entwürfe") + " verworfen.")
-    return _after_list_action(page, notice, refused)
+    sentences = []
+    if discarded:
+        sentences.append(count_de(discarded, "Entwurf", "Entwürfe") + " verworfen.")
+    sentences += _unlisted_refusals(refused, discarding=True)
+    notice = Notice(" ".join(sentences), "warning" if refused else "success")
+    return _after_list_action(page, notice)
 
 
 def _after_list_action(
-    page: int, notice: Notice, refused: dict[int, str] | None = None
+    page: int, notice: Notice, context: dict | None = None
 ) -> Response | str:
     """Answer a list action: the refreshed list for htmx, else a redirect."""
-    refused = refused or {}
     if not wants_fragment():
         flash(notice.text, notice.level)
-        for message in sorted(set(refused.values())):
-            flash(message, "error")
         return redirect(url_for("dashboard.drafts", page=page))
 
-    context = _drafts_context(page, selected=set(refused), refused=refused)
+    context = context or _drafts_context(page)
     return render_template("dashboard/_drafts.html", notice=notice, **context)
 
 
+def _approval_notice(
+    outcome: SelectionOutcome, queued: bool, beside: set[int]
+) -> Notice:
+    """Sum up an approval; a reason not shown beside its draft goes in here."""
+    sentences = []
+    if outcome.approved:
+        sentences.append(
+            count_de(len(outcome.approved), "E-Mail", "E-Mails")
+            + " freigegeben und zum Versand eingereiht."
+        )
+        if not queued:
+            sentences.append(
+                "Der Versand beginnt, sobald die Warteschlange erreichbar ist."
+            )
+
+    shown = [email_id for email_id in outcome.refused if email_id in beside]
+    if shown:
+        sentences.append(
+            count_de(len(shown), "Entwurf", "Entwürfe")
+            + " nicht freigegeben; der Grund steht beim Entwurf."
+        )
+    unlisted = {
+        email_id: reason
+        for email_id, reason in outcome.refused.items()
+        if email_id not in beside
+    }
+    sentences += _unlisted_refusals(unlisted, discarding=False)
+    return Notice(" ".join(sentences), "warning" if outcome.refused else "success")
+
+
+def _unlisted_refusals(refused: dict[int, str], discarding: bool) -> list[str]:
+    """Explain refusals whose email has no row showing the reason.
+
+    Mostly emails another tab or colleague approved or discarded meanwhile;
+    their current status says why.
+    """
+    statuses = email_lists.statuses_of(db.session, refused)
+    draft_reasons: Counter[str] = Counter()
+    approved = discarded = missing = 0
+    for email_id, reason in refused.items():
+        status = statuses.get(email_id)
+        if status == EmailStatus.DRAFT:
+            draft_reasons[reason] += 1
+        elif status in APPROVED_STATUSES:
+            approved += 1
+        elif status == EmailStatus.DISCARDED:
+            discarded += 1
+        else:
+            missing += 1
+
+    action = "verworfen" if discarding else "freigegeben"
+    sentences = [
+        f"{count_de(count, 'Entwurf', 'Entwürfe')} nicht {action}: {reason}"
+        for reason, count in draft_reasons.items()
+    ]
+    if approved:
+        sentence = count_de(approved, "E-Mail war", "E-Mails waren")
+        sentence += " bereits freigegeben"
+        if discarding:
+            sentence += " und " + ("kann" if approved == 1 else "können")
+            sentence += " nicht mehr verworfen werden"
+        sentences.append(sentence + ".")
+    if discarded:
+        sentences.append(
+            count_de(discarded, "Entwurf war", "Entwürfe waren") + " bereits verworfen."
+        )
+    if missing:
+        sentences.append(
+            count_de(missing, "E-Mail gibt", "E-Mails gibt") + " es nicht."
+        )
+    return sentences
+
+
 def _drafts_context(
-    page: int,
-    selected: set[int] | None = None,
-    refused: dict[int, str] | None = None,
-    select_page: bool = False,
+    page: int, refused: dict[int, str] | None = None, select_page: bool = False
 ) -> dict:
-    """Collect one page of drafts, grouped by priority, for the templates."""
+    """Collect one page of drafts, grouped by priority, for the templates.
+
+    Refusal reasons are kept for the drafts on this page, which stay
+    selected so they can be tried again.
+    """
     pagination = email_lists.draft_page(db.session, page, DRAFTS_PER_PAGE)
+    on_page = {email.id for email in pagination.items}
+    refused = {
+        email_id: reason
+        for email_id, reason in (refused or {}).items()
+        if email_id in on_page
+    }
     groups = [
         (priority, PRIORITY_LABELS.get(priority, f"Priorität {priority}"), list(rows))
         for priority, rows in itertools.groupby(
             pagination.items, key=lambda email: email.priority
         )
     ]
-    if select_page:
-        selected = {email.id for email in pagination.items}
     return {
         "pagination": pagination,
         "groups": groups,
         "totals": email_lists.drafts_per_priority(db.session),
-        "selected": selected or set(),
-        "refused": refused or {},
+        "selected": on_page if select_page else set(refused),
+        "refused": refused,
     }
 
 
@@ -462,7 +527,8 @@ def approve_email(email_id: int):
     queued = _wake_sender(outcome.approved)
 
     if email.id in outcome.refused:
-        notice = Notice(outcome.refused[email.id], "error")
+        reason = outcome.refused[email.id]
+        notice = Notice(_preview_refusal(email, reason, discarding=False), "error")
     elif queued:
         notice = Notice("Freigegeben und zum Versand eingereiht.")
     else:
@@ -484,8 +550,24 @@ def discard_email(email_id: int):
         notice = Notice("Entwurf verworfen; die Platzanfragen sind wieder frei.")
     except InvalidTransition:
         db.session.rollback()
-        notice = Notice(NOT_A_DRAFT, "error")
+        reason = "Bitte versuchen Sie es erneut."
+        notice = Notice(_preview_refusal(email, reason, discarding=True), "error")
     return _after_preview_action(email, notice)
+
+
+def _preview_refusal(email: Email, reason: str, discarding: bool) -> str:
+    """Say why the previewed email was not approved or discarded."""
+    db.session.refresh(email)
+    if email.status in APPROVED_STATUSES:
+        if discarding:
+            return (
+                "Diese E-Mail wurde bereits freigegeben und kann nicht mehr "
+                "verworfen werden."
+            )
+        return "Diese E-Mail wurde bereits freigegeben."
+    if email.status == EmailStatus.DISCARDED:
+        return "Dieser Entwurf wurde bereits verworfen."
+    return reason
 
 
 def _after_preview_action(email: Email, notice: Notice) -> Response:
