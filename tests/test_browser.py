@@ -10,11 +10,16 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
+from redis import Redis
+from rq import Queue
+from rq.job import Job
+from rq.registry import FinishedJobRegistry, StartedJobRegistry
 
 from tests.factories import make_request, make_sent_email, make_therapist
 from webapp.batching import run_batching
 from webapp.clock import system_clock
 from webapp.extensions import db
+from webapp.queueing import DEFAULT_QUEUE
 
 pytestmark = pytest.mark.browser
 
@@ -62,7 +67,7 @@ def test_draft_goes_from_batching_through_preview_and_approval_to_the_inbox(
     # Batching runs in the worker; the status fragment polls until it is done.
     page.get_by_role("button", name="Entwürfe erstellen").click()
     expect(page.locator("#batching-status")).to_contain_text(
-        "1 Entwurf erstellt, 0 Anfragen warten", timeout=20_000
+        "1 Entwurf mit 2 Anfragen erstellt.", timeout=20_000
     )
     row = page.locator("#drafts tr.draft-row", has_text="Weiß")
     expect(row).to_contain_text("Sammelanfrage")
@@ -157,6 +162,43 @@ def test_discarding_asks_first(page: Page, live_server, coordinator):
     expect(page.locator("#drafts")).to_contain_text("1 Entwurf verworfen")
     expect(row).to_have_count(0)
     assert questions and "verwerfen?" in questions[0]
+
+
+def batching_jobs(redis_url: str) -> list[str]:
+    """Return the ids of every batching job queued, running or finished."""
+    connection = Redis.from_url(redis_url)
+    queue = Queue(DEFAULT_QUEUE, connection=connection)
+    ids = [
+        *queue.job_ids,
+        *StartedJobRegistry(queue=queue).get_job_ids(),
+        *FinishedJobRegistry(queue=queue).get_job_ids(),
+    ]
+    jobs = Job.fetch_many(ids, connection=connection)
+    return [job.id for job in jobs if job and job.func_name.endswith("run_batching")]
+
+
+def test_double_click_on_batching_runs_once_and_shows_its_result(
+    page: Page, live_server, worker_process, coordinator, redis_url
+):
+    for name in ("Erste", "Zweite"):
+        therapist = make_therapist(last_name=name)
+        make_request(therapist)
+    make_request(therapist)
+    log_in(page, live_server, coordinator.email)
+
+    # A hand's double-click: the second click comes after the first request
+    # has already returned and the button is enabled again.
+    button = page.get_by_role("button", name="Entwürfe erstellen")
+    button.click()
+    page.wait_for_timeout(250)
+    button.click()
+
+    status = page.locator("#batching-status")
+    expect(status).to_contain_text(
+        "2 Entwürfe mit 3 Anfragen erstellt.", timeout=20_000
+    )
+    expect(page.locator("tr.draft-row")).to_have_count(2)
+    assert len(batching_jobs(redis_url)) == 1
 
 
 def test_approving_in_a_second_tab_explains_it_was_already_approved(

@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from flask import render_template
 from rq import Queue, SimpleWorker
 from sqlalchemy import select
 
@@ -21,6 +22,7 @@ from webapp.models import (
     EmailStatus,
 )
 from webapp.queueing import DEFAULT_QUEUE, PRIORITY_QUEUES
+from webapp.web import dashboard as dashboard_views
 
 HTMX = {"HX-Request": "true"}
 
@@ -67,6 +69,16 @@ def stored_email(therapist, status: EmailStatus, when: datetime, **fields) -> Em
 def status_of(email_id: int) -> str:
     db.session.expire_all()
     return db.session.get(Email, email_id).status
+
+
+def run_worker(app, redis_conn) -> None:
+    """Run the queued housekeeping jobs, such as batching, to the end."""
+    worker = SimpleWorker(
+        [Queue(DEFAULT_QUEUE, connection=redis_conn)], connection=redis_conn
+    )
+    # A fresh app context, so the job's session cleanup leaves ours alone.
+    with app.app_context():
+        worker.work(burst=True)
 
 
 def notice_in(html: str) -> tuple[str, str]:
@@ -536,8 +548,89 @@ def test_batching_progress_polls_until_done_then_reports_and_refreshes(
 
     done = logged_in_client.get(f"/batching/{job_id}", headers=HTMX)
     assert "hx-trigger" not in text_of(done)
-    assert "1 Entwurf erstellt, 2 Anfragen warten" in text_of(done)
+    assert "1 Entwurf mit 6 Anfragen erstellt." in text_of(done)
+    assert "2 weitere Anfragen warten auf die nächste Woche" in text_of(done)
     assert done.headers["HX-Trigger"] == "drafts-changed"
+
+
+def job_id_in(html: str) -> str:
+    return re.search(r"/batching/([\w-]+)", html).group(1)
+
+
+def test_starting_batching_again_while_a_run_waits_shows_that_run(
+    app, logged_in_client, redis_conn
+):
+    make_request(make_therapist())
+
+    first = text_of(logged_in_client.post("/batching", headers=HTMX))
+    second = text_of(logged_in_client.post("/batching", headers=HTMX))
+
+    assert job_id_in(second) == job_id_in(first)
+    assert Queue(DEFAULT_QUEUE, connection=redis_conn).count == 1
+
+
+def test_a_second_start_right_after_a_run_ended_shows_that_run(
+    app, logged_in_client, redis_conn
+):
+    for _ in range(2):
+        make_request(make_therapist())
+    logged_in_client.post("/batching", headers=HTMX)
+    run_worker(app, redis_conn)
+
+    second = logged_in_client.post("/batching", headers=HTMX)
+
+    assert "2 Entwürfe mit 2 Anfragen erstellt." in text_of(second)
+    assert second.headers["HX-Trigger"] == "drafts-changed"
+    assert Queue(DEFAULT_QUEUE, connection=redis_conn).count == 0
+
+
+def test_starting_batching_after_the_last_run_ended_starts_a_new_one(
+    app, logged_in_client, redis_conn, monkeypatch
+):
+    monkeypatch.setattr(dashboard_views, "BATCHING_REPEAT_GUARD", timedelta(0))
+    first = text_of(logged_in_client.post("/batching", headers=HTMX))
+    run_worker(app, redis_conn)
+
+    second = text_of(logged_in_client.post("/batching", headers=HTMX))
+
+    assert job_id_in(second) != job_id_in(first)
+    assert 'hx-trigger="every 1s"' in second
+
+
+def test_batching_button_is_disabled_while_its_request_runs(logged_in_client):
+    html = text_of(logged_in_client.get("/"))
+
+    form = re.search(r'<form[^>]*action="/batching"[^>]*>', html).group(0)
+    assert 'hx-disabled-elt="find button"' in form
+    assert 'hx-sync="this:drop"' in form
+
+
+@pytest.mark.parametrize(
+    ("result", "expected"),
+    [
+        (
+            {"drafts_created": 0, "requests_drafted": 0, "requests_waiting": 0},
+            "Keine neuen Entwürfe – alle offenen Anfragen sind bereits in Entwürfen"
+            " oder warten auf die nächste Woche.",
+        ),
+        (
+            {"drafts_created": 1, "requests_drafted": 1, "requests_waiting": 0},
+            "1 Entwurf mit 1 Anfrage erstellt.",
+        ),
+        (
+            {"drafts_created": 3, "requests_drafted": 8, "requests_waiting": 1},
+            "3 Entwürfe mit 8 Anfragen erstellt. 1 weitere Anfrage wartet auf die"
+            " nächste Woche (höchstens 6 je E-Mail).",
+        ),
+    ],
+)
+def test_batching_result_is_phrased_so_nothing_seems_lost(app, result, expected):
+    progress = dashboard_views.BatchingProgress("job", "done", result)
+
+    with app.test_request_context():
+        html = render_template("dashboard/_batching_status.html", batching=progress)
+
+    assert " ".join(re.sub(r"<[^>]+>", " ", html).split()) == f"✓ {expected}"
 
 
 def test_batching_status_of_another_job_is_not_revealed(

@@ -5,7 +5,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -102,6 +102,14 @@ FEDERAL_STATES = {
 }
 
 IN_FLIGHT = (EmailStatus.QUEUED, EmailStatus.SENDING)
+
+# The batching run the drafts page shows. Starting again while it waits or
+# runs shows it instead of queueing a second run (see _start_or_join_batching).
+BATCHING_JOB_KEY = "dashboard:batching:job"
+BATCHING_LOCK_KEY = "dashboard:batching:start-lock"
+BATCHING_JOB_TTL = 3600  # as long as RQ keeps the run's result
+# A start this soon after a run ended is the second click of a double-click.
+BATCHING_REPEAT_GUARD = timedelta(seconds=5)
 
 
 # Shared helpers -------------------------------------------------------------
@@ -426,28 +434,33 @@ class BatchingProgress:
     job_id: str | None
     state: str  # waiting, running, done, failed, unknown, unavailable
     result: dict = field(default_factory=dict)
+    ended_at: datetime | None = None  # aware UTC, once the run is done
 
     @property
     def polling(self) -> bool:
         """Tell whether the fragment should ask again in a second."""
         return self.state in {"waiting", "running"}
 
+    def ended_moments_ago(self, now: datetime) -> bool:
+        """Tell whether the run was done within the double-click guard."""
+        if self.ended_at is None:
+            return False
+        return now - self.ended_at < BATCHING_REPEAT_GUARD
+
 
 @dashboard.route("/batching", methods=["POST"])
 @login_required
 def start_batching():
-    """Queue a batching run and show its progress."""
+    """Queue a batching run, or join the one under way, and show its progress."""
     try:
-        job_id = jobs.enqueue_batching()
-        progress = BatchingProgress(job_id, "waiting")
+        progress = _start_or_join_batching()
     except RedisError:
         log.exception("batching job could not be enqueued")
-        job_id = None
         progress = BatchingProgress(None, "unavailable")
 
     if not wants_fragment():
-        return redirect(url_for("dashboard.drafts", job=job_id))
-    return render_template("dashboard/_batching_status.html", batching=progress)
+        return redirect(url_for("dashboard.drafts", job=progress.job_id))
+    return _batching_fragment(progress)
 
 
 @dashboard.route("/batching/<job_id>")
@@ -456,8 +469,10 @@ def batching_status(job_id: str):
     """Report a batching run; the fragment polls itself until the run ends."""
     if not wants_fragment():
         return redirect(url_for("dashboard.drafts", job=job_id))
+    return _batching_fragment(_batching_progress(job_id))
 
-    progress = _batching_progress(job_id)
+
+def _batching_fragment(progress: BatchingProgress) -> Response:
     response = make_response(
         render_template("dashboard/_batching_status.html", batching=progress)
     )
@@ -465,6 +480,31 @@ def batching_status(job_id: str):
         # The drafts list listens for this event and reloads itself.
         response.headers["HX-Trigger"] = "drafts-changed"
     return response
+
+
+def _start_or_join_batching() -> BatchingProgress:
+    """Queue a batching run unless one is waiting, running or just ended.
+
+    Two coordinators, or the two clicks of a double-click, then watch the
+    same run, instead of a second run that finds nothing left and reports
+    zero drafts over the first run's result.
+    """
+    connection = redis_connection()
+    # The lock makes simultaneous starts agree on one run.
+    with connection.lock(BATCHING_LOCK_KEY, timeout=10, blocking_timeout=5):
+        current = connection.get(BATCHING_JOB_KEY)
+        if current:
+            progress = _batching_progress(current.decode())
+            if progress.polling or progress.ended_moments_ago(datetime.now(UTC)):
+                log.info(
+                    "batching job %s is current; not starting another",
+                    progress.job_id,
+                )
+                return progress
+
+        job_id = jobs.enqueue_batching()
+        connection.set(BATCHING_JOB_KEY, job_id, ex=BATCHING_JOB_TTL)
+    return BatchingProgress(job_id, "waiting")
 
 
 def _batching_progress(job_id: str) -> BatchingProgress:
@@ -482,7 +522,10 @@ def _batching_progress(job_id: str) -> BatchingProgress:
     if job.func_name != f"{jobs.__name__}.run_batching":
         return BatchingProgress(job_id, "unknown")
     if status == JobStatus.FINISHED:
-        return BatchingProgress(job_id, "done", job.return_value() or {})
+        ended_at = job.ended_at
+        if ended_at is not None and ended_at.tzinfo is None:
+            ended_at = ended_at.replace(tzinfo=UTC)  # older RQ stores naive UTC
+        return BatchingProgress(job_id, "done", job.return_value() or {}, ended_at)
     if status == JobStatus.STARTED:
         return BatchingProgress(job_id, "running")
     if status in {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}:
