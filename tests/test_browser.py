@@ -222,3 +222,40 @@ def test_approving_in_a_second_tab_explains_it_was_already_approved(
     expect(notice).to_have_text("1 E-Mail war bereits freigegeben.")
     expect(other_tab.get_by_text("Auswahl aufheben")).to_have_count(0)
     expect(other_tab.locator("tr.draft-row")).to_have_count(0)
+
+
+def test_preview_status_follows_the_email_until_it_is_sent(
+    page: Page, live_server, worker_process, coordinator, sink
+):
+    therapist = make_therapist(last_name="Verfolgt", email=RECIPIENT)
+    make_request(therapist)
+    run_batching(db.session, system_clock)
+    log_in(page, live_server, coordinator.email)
+    status_polls: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            status_polls.append(request.url)
+            if request.url.endswith("/status")
+            else None
+        ),
+    )
+
+    page.locator("tr.draft-row", has_text="Verfolgt").get_by_role(
+        "link", name="Vorschau"
+    ).click()
+    preview = page.locator("#preview-slot #email-preview")
+    preview.get_by_role("button", name="Freigeben").click()
+
+    status = preview.locator("#email-status")
+    expect(status.locator(".badge")).to_have_text("Gesendet", timeout=20_000)
+    expect(status.get_by_role("link", name="Antwort erfassen")).to_be_visible()
+    expect(preview.locator("#email-attempts")).to_contain_text("Angenommen")
+    screenshot(page, "polish-vorschau-gesendet")
+    assert status_polls, "the status never polled"
+    polls_when_sent = len(status_polls)
+    page.wait_for_timeout(2_500)
+    assert len(status_polls) == polls_when_sent
+
+    calendar = status.get_by_role("link", name="Kontaktkalender")
+    assert calendar.get_attribute("href") == f"/therapeuten/{therapist.id}/kalender"

@@ -238,6 +238,95 @@ def test_preview_of_a_sent_email_shows_attempts_and_no_actions(app, logged_in_cl
     assert "approve" not in html and "discard" not in html
 
 
+def test_preview_lists_placement_requests_longest_waiting_first(app, logged_in_client):
+    therapist = make_therapist()
+    for days, pseudonym in [(5, "P-KURZ"), (30, "P-LANG"), (12, "P-MITTEL")]:
+        make_request(therapist, days_waiting=days, patient_pseudonym=pseudonym)
+    run_batching(db.session, system_clock)
+    email = db.session.scalar(select(Email).filter_by(therapist_id=therapist.id))
+
+    html = text_of(logged_in_client.get(f"/emails/{email.id}", headers=HTMX))
+
+    table = html[html.index("placement-requests") :]
+    positions = [table.index(name) for name in ("P-LANG", "P-MITTEL", "P-KURZ")]
+    assert positions == sorted(positions)
+
+
+STATUS_POLL = 'hx-trigger="every 2s"'
+
+
+def test_preview_status_polls_while_queued_and_stops_once_sent(app, logged_in_client):
+    email = stored_email(make_therapist(), EmailStatus.QUEUED, system_clock.now())
+    preview = text_of(logged_in_client.get(f"/emails/{email.id}", headers=HTMX))
+    queued = text_of(logged_in_client.get(f"/emails/{email.id}/status", headers=HTMX))
+
+    email.status = EmailStatus.SENT
+    email.sent_at = datetime(2026, 12, 4, 13, 35)
+    db.session.add(
+        DeliveryAttempt(
+            email_id=email.id,
+            attempted_at=email.sent_at,
+            worker="host:42",
+            smtp_code=250,
+            smtp_reply="Message accepted for delivery",
+            outcome=AttemptOutcome.SENT,
+        )
+    )
+    db.session.commit()
+    sent = text_of(logged_in_client.get(f"/emails/{email.id}/status", headers=HTMX))
+
+    assert f'hx-get="/emails/{email.id}/status" {STATUS_POLL}' in preview
+    assert queued.lstrip().startswith('<section id="email-status"')
+    assert STATUS_POLL in queued and "In Warteschlange" in queued
+    assert STATUS_POLL not in sent and "hx-get" not in sent
+    assert "Gesendet</span>" in sent and "am 04.12.2026 14:35" in sent
+    attempts = re.search(r'<section id="email-attempts"[^>]*>', sent).group(0)
+    assert 'hx-swap-oob="true"' in attempts and "Angenommen" in sent
+
+
+@pytest.mark.parametrize(
+    "status", [EmailStatus.DRAFT, EmailStatus.SENT, EmailStatus.FAILED]
+)
+def test_preview_status_does_not_poll_when_nothing_moves(app, logged_in_client, status):
+    email = stored_email(make_therapist(), status, system_clock.now())
+
+    html = text_of(logged_in_client.get(f"/emails/{email.id}", headers=HTMX))
+
+    assert STATUS_POLL not in html
+
+
+def test_preview_status_without_htmx_goes_to_the_preview(app, logged_in_client):
+    email = stored_email(make_therapist(), EmailStatus.QUEUED, system_clock.now())
+
+    response = logged_in_client.get(f"/emails/{email.id}/status")
+
+    assert response.status_code == 302
+    assert response.headers["Location"] == f"/emails/{email.id}"
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "reply_link"),
+    [
+        (EmailStatus.SENT, EmailKind.BATCH_REQUEST, True),
+        (EmailStatus.SENT, EmailKind.FOLLOW_UP, True),
+        (EmailStatus.SENT, EmailKind.CONFIRMATION, False),
+        (EmailStatus.QUEUED, EmailKind.BATCH_REQUEST, False),
+        (EmailStatus.DRAFT, EmailKind.INITIAL_CONTACT, False),
+    ],
+)
+def test_preview_links_the_contact_calendar_and_reply_recording(
+    app, logged_in_client, status, kind, reply_link
+):
+    therapist = make_therapist()
+    email = stored_email(therapist, status, system_clock.now(), kind=kind)
+
+    html = text_of(logged_in_client.get(f"/emails/{email.id}"))
+
+    assert f'href="/therapeuten/{therapist.id}/kalender">Kontaktkalender</a>' in html
+    reply = f'href="/emails/{email.id}/antwort">Antwort erfassen</a>'
+    assert (reply in html) is reply_link
+
+
 def test_preview_of_a_missing_email_is_not_found(app, logged_in_client):
     assert logged_in_client.get("/emails/999999").status_code == 404
 
@@ -802,6 +891,7 @@ def test_email_lists_need_no_request(app, mixed_emails):
         ("get", "/emails"),
         ("get", "/emails/1"),
         ("get", "/emails/1/body"),
+        ("get", "/emails/1/status"),
         ("get", "/batching/abc"),
         ("post", "/batching"),
         ("post", "/drafts/approve"),

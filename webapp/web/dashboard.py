@@ -35,6 +35,7 @@ from webapp.email_lists import APPROVED_STATUSES, EmailFilters
 from webapp.exceptions import InvalidTransition
 from webapp.extensions import db
 from webapp.models import (
+    CAPPED_KINDS,
     AttemptOutcome,
     Email,
     EmailKind,
@@ -211,6 +212,18 @@ def count_de(number: int, singular: str, plural: str) -> str:
 def vendor_htmx():
     """Serve htmx as installed from npm."""
     return send_from_directory(HTMX_DIST, "htmx.min.js", max_age=86400)
+
+
+@dashboard.app_template_test("in_flight")
+def is_in_flight(status: str) -> bool:
+    """Tell whether an email with this status is queued or being sent."""
+    return status in IN_FLIGHT
+
+
+@dashboard.app_template_test("awaiting_reply")
+def awaits_reply(email: Email) -> bool:
+    """Tell whether a therapist may have replied to this email: a sent request."""
+    return email.status == EmailStatus.SENT and email.kind in CAPPED_KINDS
 
 
 # Drafts ---------------------------------------------------------------------
@@ -543,6 +556,19 @@ def email_detail(email_id: int):
     email = db.get_or_404(Email, email_id)
     return render_view(
         "dashboard/email_detail.html", "dashboard/_email_detail.html", email=email
+    )
+
+
+@dashboard.route("/emails/<int:email_id>/status")
+@login_required
+def email_status(email_id: int):
+    """Report the previewed email's status; polls itself while it is in flight."""
+    if not wants_fragment():
+        return redirect(url_for("dashboard.email_detail", email_id=email_id))
+
+    email = db.get_or_404(Email, email_id)
+    return render_template(
+        "dashboard/_email_status.html", email=email, attempts_out_of_band=True
     )
 
 
