@@ -259,3 +259,23 @@ def test_preview_status_follows_the_email_until_it_is_sent(
 
     calendar = status.get_by_role("link", name="Kontaktkalender")
     assert calendar.get_attribute("href") == f"/therapeuten/{therapist.id}/kalender"
+
+
+def test_a_start_date_after_the_end_shows_a_hint_beside_it(
+    page: Page, live_server, coordinator
+):
+    make_sent_email(make_therapist(), system_clock.now() - timedelta(days=1))
+    log_in(page, live_server, coordinator.email)
+    page.get_by_role("link", name="E-Mails", exact=True).click()
+
+    page.get_by_label("Bis").fill("2026-12-02")
+    page.get_by_label("Von").fill("2026-12-03")
+
+    expect(page.locator("#date_from-hint")).to_have_text("Liegt nach „Bis“.")
+    expect(page.locator("#email-results")).to_contain_text(
+        "Ungültige Filter wurden ignoriert"
+    )
+    screenshot(page, "polish-emails-datumshinweis")
+
+    page.get_by_label("Von").fill("2026-12-01")
+    expect(page.locator("#date_from-hint")).to_be_empty()

@@ -863,6 +863,70 @@ def test_dates_beyond_any_calendar_are_refused_not_crashing(
     assert "Kein gültiges Datum." in text_of(response)
 
 
+def test_email_list_past_the_last_page_shows_the_last_page(
+    logged_in_client, mixed_emails, monkeypatch
+):
+    monkeypatch.setattr(dashboard_views, "EMAILS_PER_PAGE", 2)
+
+    html = text_of(logged_in_client.get("/emails?page=999999"))
+
+    assert rows_in(html) == {mixed_emails["sent"].id}
+    assert "Seite 2 von 2" in html and "Keine E-Mails" not in html
+
+
+def test_a_start_after_the_end_is_ignored_with_a_hint_beside_it(
+    logged_in_client, mixed_emails
+):
+    query = "/emails?date_from=2026-12-03&date_to=2026-12-02"
+
+    html = text_of(logged_in_client.get(query))
+
+    hint = re.search(
+        r'<span class="error filter-hint" id="date_from-hint">(.*?)<', html
+    )
+    assert hint.group(1) == "Liegt nach „Bis“."
+    assert 'aria-describedby="date_from-hint"' in html
+    assert rows_in(html) == {mixed_emails[name].id for name in ("sent", "failed")}
+
+
+def test_filter_form_requests_bring_the_date_hints_along(
+    logged_in_client, mixed_emails
+):
+    query = "/emails?date_from=2026-12-03&date_to=2026-12-02"
+
+    from_form = text_of(
+        logged_in_client.get(query, headers={**HTMX, "HX-Trigger": "email-filters"})
+    )
+    corrected = text_of(
+        logged_in_client.get(
+            "/emails?date_to=2026-12-02",
+            headers={**HTMX, "HX-Trigger": "email-filters"},
+        )
+    )
+    poll = text_of(logged_in_client.get(query, headers=HTMX))
+
+    assert re.search(
+        r'id="date_from-hint" hx-swap-oob="true">Liegt nach „Bis“.<', from_form
+    )
+    assert 'id="date_from-hint" hx-swap-oob="true"></span>' in corrected
+    assert "hx-swap-oob" not in poll
+
+
+def test_discarded_drafts_are_listed_on_request_as_the_subtitle_says(
+    logged_in_client, mixed_emails
+):
+    draft = mixed_emails["draft"]
+    logged_in_client.post(f"/emails/{draft.id}/discard")
+
+    default = text_of(logged_in_client.get("/emails"))
+    discarded = text_of(logged_in_client.get("/emails?status=verworfen"))
+
+    assert "über den Status auch verworfene Entwürfe" in default
+    assert '<option value="verworfen">Verworfene Entwürfe</option>' in default
+    assert draft.id not in rows_in(default)
+    assert rows_in(discarded) == {draft.id}
+
+
 def test_email_lists_need_no_request(app, mixed_emails):
     zone = ZoneInfo("Europe/Berlin")
     filters = EmailFilters(kind=EmailKind.FOLLOW_UP)

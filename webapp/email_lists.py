@@ -78,7 +78,8 @@ def email_page(
 ) -> Pagination:
     """Return one page of emails matching the filters, the latest first.
 
-    Without a status filter the approved emails are listed.
+    Without a status filter the approved emails are listed. A page past the
+    end gives the last page.
     """
     statuses = (filters.status,) if filters.status else APPROVED_STATUSES
     statement = (
@@ -92,13 +93,7 @@ def email_page(
         )
         .order_by(_moment().desc(), Email.id.desc())
     )
-    return SelectPagination(
-        select=statement,
-        session=session,
-        page=max(page, 1),
-        per_page=per_page,
-        error_out=False,
-    )
+    return _page_or_last(session, statement, page, per_page)
 
 
 def count_by_status(

@@ -674,7 +674,7 @@ class EmailFilterForm(Form):
         choices=[
             SelectChoice("", "Alle freigegebenen"),
             *(SelectChoice(s.value, STATUS_LABELS[s]) for s in APPROVED_STATUSES),
-            SelectChoice(EmailStatus.DISCARDED.value, "Verworfen"),
+            SelectChoice(EmailStatus.DISCARDED.value, "Verworfene Entwürfe"),
         ],
         default="",
     )
@@ -693,6 +693,13 @@ class EmailFilterForm(Form):
     )
     date_from = DateField("Von", validators=[Optional(), _plausible_date])
     date_to = DateField("Bis", validators=[Optional(), _plausible_date])
+
+    def validate_date_from(self, field) -> None:
+        """Refuse a start after the end, which would match nothing."""
+        end = self.date_to.data
+        if field.data and end and EARLIEST_DATE <= end <= LATEST_DATE:
+            if field.data > end:
+                raise ValidationError("Liegt nach „Bis“.")
 
     def filters(self) -> EmailFilters:
         """Return the valid filters; invalid ones are left out."""
@@ -741,4 +748,7 @@ def emails():
         listed_statuses=APPROVED_STATUSES,
         polling=polling,
         query_args=form.query_args(),
+        # Only the filter form's own requests update the hints beside it;
+        # polls and page links keep what the form shows.
+        hints_out_of_band=request.headers.get("HX-Trigger") == "email-filters",
     )
