@@ -261,6 +261,37 @@ def test_preview_status_follows_the_email_until_it_is_sent(
     assert calendar.get_attribute("href") == f"/therapeuten/{therapist.id}/kalender"
 
 
+@pytest.mark.parametrize(("width", "height"), [(1440, 900), (1024, 768)])
+def test_drafts_keep_one_line_of_actions_beside_the_open_preview(
+    page: Page, live_server, coordinator, width, height
+):
+    names = ["Weiß", "Öztürk", "Müller-Lüdenscheidt", "Berg", "Schmidt"]
+    for number, name in enumerate(names):
+        therapist = make_therapist(last_name=name, federal_state="NW")
+        for _ in range(number % 3 + 1):
+            make_request(therapist, days_waiting=10 + number)
+    run_batching(db.session, system_clock)
+    page.set_viewport_size({"width": width, "height": height})
+    log_in(page, live_server, coordinator.email)
+
+    rows = page.locator("tr.draft-row")
+    rows.first.get_by_role("link", name="Vorschau").click()
+    expect(page.locator("#preview-slot #email-preview")).to_be_visible()
+    screenshot(page, f"polish-entwuerfe-vorschau-{width}x{height}")
+
+    for index in range(rows.count()):
+        row = rows.nth(index)
+        assert row.bounding_box()["height"] < 80
+        tops = {
+            round(row.locator(f".row-actions {tag}").nth(n).bounding_box()["y"])
+            for tag, count in (("a", 1), ("button", 2))
+            for n in range(count)
+        }
+        assert len(tops) == 1, f"actions of row {index} wrap"
+    wrap = page.locator("#drafts .table-wrap")
+    assert wrap.evaluate("element => element.scrollWidth <= element.clientWidth")
+
+
 def test_a_start_date_after_the_end_shows_a_hint_beside_it(
     page: Page, live_server, coordinator
 ):
