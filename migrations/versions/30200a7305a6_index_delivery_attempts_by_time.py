@@ -7,8 +7,6 @@ Create Date: 2026-12-04 17:41:02.526172
 """
 
 from alembic import op
-import sqlalchemy as sa
-
 
 # revision identifiers, used by Alembic.
 revision = "30200a7305a6"
