@@ -367,3 +367,40 @@ def test_plan_calls_command_reports_what_it_did(app, monkeypatch):
 
     assert result.exit_code == 0, result.output
     assert "1 follow-up calls and 0 calls to therapists without email" in result.output
+
+
+# Calls a coordinator cancelled ------------------------------------------------
+
+
+@pytest.mark.parametrize("with_email", [True, False])
+def test_a_call_cancelled_by_a_coordinator_is_not_planned_again(
+    app, coordinator, with_email
+):
+    from webapp.calls import cancel_call
+
+    therapist = make_therapist(email=None) if not with_email else make_therapist()
+    requests = [make_request(therapist)]
+    if with_email:
+        request_email(therapist, requests)
+    clock = FixedClock(NOW)
+    plan_calls(db.session, clock)
+    [call] = calls()
+
+    cancel_call(db.session, clock, call, coordinator, "Praxis nimmt niemanden auf.")
+    again = plan_calls(db.session, clock)
+
+    assert again.planned == 0
+    assert [c.status for c in calls()] == [CallStatus.CANCELLED]
+
+
+def test_a_call_cancelled_by_the_system_frees_its_requests(app):
+    therapist = make_therapist(email=None)
+    make_request(therapist)
+    clock = FixedClock(NOW)
+    plan_calls(db.session, clock)
+    [call] = calls()
+    # As a reply or a cooling period does: no audit entry, no coordinator.
+    call.status = CallStatus.CANCELLED
+    db.session.commit()
+
+    assert plan_calls(db.session, clock).planned == 1

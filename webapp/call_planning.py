@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from webapp.approval import lock_therapist
@@ -19,6 +19,7 @@ from webapp.clock import Clock
 from webapp.exceptions import ValidationFailed
 from webapp.models import (
     CAPPED_KINDS,
+    AuditEntry,
     CallReason,
     CallStatus,
     Email,
@@ -234,7 +235,7 @@ def _follow_up_still_open():
     replied = exists().where(EmailReply.email_id == Email.id)
     called = exists().where(
         PhoneCall.source_email_id == Email.id,
-        PhoneCall.status != CallStatus.CANCELLED,
+        or_(PhoneCall.status != CallStatus.CANCELLED, _cancelled_by_coordinator()),
     )
     open_request = exists().where(
         email_placement_requests.c.email_id == Email.id,
@@ -246,11 +247,27 @@ def _follow_up_still_open():
 
 
 def _held_by_call(statuses: tuple[CallStatus, ...]):
-    """Condition on PlacementRequest: it is part of a call in these states."""
+    """Condition on PlacementRequest: it is part of a call in these states.
+
+    A call a coordinator cancelled holds its requests too: someone decided
+    not to call, and the planner must not undo that ten minutes later.
+    """
     return exists().where(
         phone_call_requests.c.placement_request_id == PlacementRequest.id,
         phone_call_requests.c.phone_call_id == PhoneCall.id,
-        PhoneCall.status.in_(statuses),
+        or_(PhoneCall.status.in_(statuses), _cancelled_by_coordinator()),
+    )
+
+
+def _cancelled_by_coordinator():
+    """Condition on PhoneCall: cancelled by hand, as its audit entry shows."""
+    return and_(
+        PhoneCall.status == CallStatus.CANCELLED,
+        exists().where(
+            AuditEntry.object_type == PhoneCall.__tablename__,
+            AuditEntry.object_id == PhoneCall.id,
+            AuditEntry.action == "call_cancelled",
+        ),
     )
 
 
