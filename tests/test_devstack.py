@@ -94,3 +94,32 @@ def test_demo_on_a_busy_port_says_how_to_pick_another(tmp_path):
     assert demo.returncode == 1
     assert f"Port {port} is in use" in log
     assert "PORT=" in log
+
+
+def test_demo_started_with_sigint_ignored_still_stops_on_sigint(tmp_path):
+    port = free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "REDIS_URL", "SMTP_HOST", "SMTP_PORT"}
+    }
+    env.update(INSTANCE_DIR=str(tmp_path), PORT=str(port))
+    # What a shell does to a command started with `&`.
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "webapp.devstack"],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        assert wait_for_http(f"http://127.0.0.1:{port}/health") == 200
+    finally:
+        os.killpg(demo.pid, signal.SIGINT)
+        _, log = demo.communicate(timeout=60)
+
+    assert demo.returncode == 0, log[-2000:]
+    assert not listening(port)
+    assert leftover_processes(tmp_path) == ""

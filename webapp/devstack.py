@@ -113,6 +113,8 @@ def _prepare_database(env: dict[str, str]) -> None:
 
 def _port_is_free(port: int) -> bool:
     with socket.socket() as sock:
+        # Like the web server: a closed connection in TIME_WAIT is no owner.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -135,8 +137,10 @@ def run_demo(port: int = 5000) -> int:
         )
         return 1
 
-    # `kill` stops the demo as cleanly as Ctrl-C.
+    # `kill` stops the demo as cleanly as Ctrl-C; a shell that started it in
+    # the background may have set SIGINT to be ignored, so take it back.
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     INSTANCE_DIR.mkdir(exist_ok=True)
     env = dict(os.environ)
     env.setdefault("SECRET_KEY", secrets.token_hex(32))
