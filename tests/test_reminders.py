@@ -85,7 +85,7 @@ def test_every_active_coordinator_gets_the_days_calls(app, clock, sink, day_of_c
     assert message["From"].addresses[0].addr_spec == app.config["MAIL_SENDER_EMAIL"]
     assert message["Date"] is not None
     text = message.get_body(("plain",)).get_content()
-    assert text.startswith("Guten Morgen Kim Koordination,")
+    assert text.startswith("Guten Tag Kim Koordination,")
     assert "heute, am 07.12.2026, sind 2 Anrufe geplant:" in text
     lines = [line for line in text.splitlines() if "Tel." in line]
     assert lines == [
@@ -179,4 +179,16 @@ def test_morning_digest_waits_for_the_local_hour(app, clock, sink, coordinator):
 
     assert early == {"skipped": True}
     assert on_time["sent"] == 1
+    assert len(sink.messages) == 1
+
+
+def test_the_day_guard_survives_a_flushed_redis(
+    app, clock, sink, coordinator, redis_conn
+):
+    make_call(datetime(2026, 12, 7, 8, 5))
+
+    assert jobs.send_call_digests()["sent"] == 1
+    redis_conn.flushdb()
+
+    assert jobs.send_call_digests() == {"skipped": True}
     assert len(sink.messages) == 1

@@ -177,28 +177,25 @@ def enqueue_call_planning() -> str:
 
 # Call digests ---------------------------------------------------------------
 
+
 # Long enough to cover one local day whatever the hour of the run.
-DIGEST_GUARD_SECONDS = 36 * 3600
-
-
 def send_call_digests(force: bool = False) -> dict:
     """Mail every coordinator today's calls, once per local day unless forced.
 
-    Meant to run each morning (see webapp/reminders.py). A Redis key per day
-    keeps a second run from mailing twice; a failed run frees the day again.
+    Meant to run each morning (see webapp/reminders.py). A row per day in
+    the database keeps a second run from mailing twice, also after a
+    restart; a failed run frees the day again.
     """
     from webapp.clock import local_today
-    from webapp.queueing import redis_connection
+    from webapp.reminders import claim_digest_day, release_digest_day
     from webapp.reminders import send_call_digests as send
     from webapp.sending import SmtpSettings
 
     with app_context() as app:
         clock = app_clock()
-        key = f"call-digest:{local_today(clock).isoformat()}"
-        connection = redis_connection()
-        first = connection.set(key, "1", nx=True, ex=DIGEST_GUARD_SECONDS)
-        if not first and not force:
-            log.info("call digest skipped: %s exists", key)
+        day = local_today(clock)
+        if not claim_digest_day(db.session, clock, day) and not force:
+            log.info("call digest for %s already sent", day)
             return {"skipped": True}
 
         try:
@@ -210,7 +207,7 @@ def send_call_digests(force: bool = False) -> dict:
                 app.config["MAIL_SENDER_NAME"],
             )
         except Exception:
-            connection.delete(key)
+            release_digest_day(db.session, day)
             raise
         return report.as_dict()
 

@@ -431,3 +431,12 @@ class AuditEntry(db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
 
     user: Mapped[User | None] = relationship()
+
+
+class CallDigestDay(db.Model):
+    """A local day whose morning call digest went out; claimed before sending."""
+
+    __tablename__ = "call_digest_days"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    sent_at: Mapped[datetime] = mapped_column(DateTime)

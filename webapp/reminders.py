@@ -16,17 +16,19 @@ a second run the same day does nothing.
 import logging
 import smtplib
 from dataclasses import dataclass
+from datetime import date
 from zoneinfo import ZoneInfo
 
 from flask import current_app, render_template
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from webapp.calendars import to_zone
 from webapp.calls import overdue_calls, planned_calls_on
 from webapp.clock import Clock, local_today
 from webapp.message import build_mime, new_message_id, with_date
-from webapp.models import PhoneCall, Role, User
+from webapp.models import CallDigestDay, PhoneCall, Role, User
 from webapp.sending import SmtpSettings, open_connection
 
 log = logging.getLogger(__name__)
@@ -174,3 +176,27 @@ def _quit(connection: smtplib.SMTP) -> None:
         connection.quit()
     except (OSError, smtplib.SMTPException):
         connection.close()
+
+
+def claim_digest_day(session: Session, clock: Clock, day: date) -> bool:
+    """Claim the day's digest; False if another run already has it."""
+    insert = (
+        postgresql.insert
+        if session.get_bind().dialect.name == "postgresql"
+        else sqlite.insert
+    )
+    claimed = session.execute(
+        insert(CallDigestDay)
+        .values(day=day, sent_at=clock.now())
+        .on_conflict_do_nothing()
+        .returning(CallDigestDay.day)
+    ).scalar()
+    session.commit()
+    return claimed is not None
+
+
+def release_digest_day(session: Session, day: date) -> None:
+    """Give the day back after a failed run, so the next run tries again."""
+    session.rollback()
+    session.execute(delete(CallDigestDay).where(CallDigestDay.day == day))
+    session.commit()
