@@ -1,6 +1,6 @@
 """Recording a therapist's email reply: follow-up calls, cooling, confirmations."""
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -19,6 +19,7 @@ from webapp.models import (
     EmailStatus,
     PhoneCall,
     PlacementStatus,
+    RequestAnswer,
 )
 from webapp.queueing import queue_for_kind
 from webapp.replies import record_reply
@@ -289,3 +290,24 @@ def test_the_heute_card_links_the_reply_form(app, clock, logged_in_client):
 
     assert f'href="/emails/{email.id}/antwort"' in html
     assert "Frühere Anfrage" in html
+
+
+def test_a_decline_received_days_ago_cools_from_that_day(app, coordinator):
+    clock = FixedClock(datetime(2026, 12, 4, 9, 0))
+    therapist = make_therapist()
+    request = make_request(therapist)
+    email = make_sent_email(therapist, datetime(2026, 11, 20, 9, 0))
+    email.placement_requests = [request]
+    db.session.commit()
+
+    record_reply(
+        db.session,
+        clock,
+        email,
+        coordinator,
+        date(2026, 11, 30),
+        "Leider keine Plätze.",
+        {request.id: RequestAnswer.DECLINED},
+    )
+
+    assert therapist.next_contact_after == date(2026, 11, 30) + timedelta(days=28)

@@ -57,6 +57,7 @@ def apply_answers(
     clock: Clock,
     therapist: Therapist,
     answers: Iterable[tuple[PlacementRequest, RequestAnswer]],
+    answered_on: date | None = None,
 ) -> AnswerEffects:
     """Set request states, start cooling on a decline, draft the confirmation.
 
@@ -78,7 +79,7 @@ def apply_answers(
         request.updated_at = clock.now()
 
     if effects.declined:
-        effects.cooling_until = start_cooling(therapist, clock)
+        effects.cooling_until = start_cooling(therapist, clock, answered_on)
         effects.cancelled_calls = cancel_calls_in_cooling(session, clock, therapist)
     effects.cancelled_calls += _cancel_answered_calls(session, clock, therapist)
 

@@ -24,12 +24,17 @@ log = logging.getLogger(__name__)
 CANCELLED_FOR_COOLING = "Kontaktpause nach Absage"
 
 
-def start_cooling(therapist: Therapist, clock: Clock) -> date:
-    """Set the next possible contact COOLING_DAYS after today; return that date.
+def start_cooling(
+    therapist: Therapist, clock: Clock, declined_on: date | None = None
+) -> date:
+    """Set the next possible contact COOLING_DAYS after the decline; return it.
 
-    A longer period that is already running is kept. The caller commits.
+    The decline is today unless `declined_on` says otherwise (an email
+    reply recorded days later). A longer period already running is kept.
+    The caller commits.
     """
-    until = local_today(clock) + timedelta(days=current_app.config["COOLING_DAYS"])
+    declined_on = declined_on or local_today(clock)
+    until = declined_on + timedelta(days=current_app.config["COOLING_DAYS"])
     current = therapist.next_contact_after
     if current is None or current < until:
         therapist.next_contact_after = until

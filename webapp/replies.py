@@ -97,6 +97,7 @@ def record_reply(
         clock,
         email.therapist,
         [(requests[request_id], answer) for request_id, answer in parsed.items()],
+        answered_on=reply.received_on,
     )
     result.cancelled_calls += result.effects.cancelled_calls
     send_confirmation(session, clock, result.effects, user)
