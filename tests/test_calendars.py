@@ -493,3 +493,16 @@ def test_coordinator_week_page_marks_full_and_free_slots(logged_in_client, clock
     assert 'data-state="free"' in free
     assert "Dr. Johanna Weiß" in html
     assert "1 geplanter Anruf" in html
+
+
+@pytest.mark.parametrize("datum", ["9999-12-31", "0001-01-01"])
+@pytest.mark.parametrize("path", ["/kalender/woche", "/therapeuten/{id}/kalender"])
+def test_absurd_dates_fall_back_to_today(logged_in_client, datum, path):
+    therapist = make_therapist()
+
+    url = path.format(id=therapist.id) + f"?datum={datum}"
+    response = logged_in_client.get(url)
+    week = logged_in_client.get(url + "&ansicht=woche")
+
+    assert response.status_code == 200
+    assert week.status_code == 200

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from webapp import audit
 from webapp import calendars as calendar_service
 from webapp.calendars import shift_month, to_zone, week_start
-from webapp.clock import app_clock, local_today
+from webapp.clock import EARLIEST_DATE, LATEST_DATE, app_clock, local_today
 from webapp.extensions import db
 from webapp.ics import calls_ics
 from webapp.models import (
@@ -97,12 +97,16 @@ def _render(page: str, fragment: str, **context) -> str:
 
 
 def _requested_day() -> date:
-    """Read ?datum=YYYY-MM-DD; a missing or broken date means today."""
+    """Read ?datum=YYYY-MM-DD; a missing, broken or absurd date means today."""
     raw = request.args.get("datum", "")
     try:
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
     except ValueError:
         return _today()
+    # Far years would overflow when the view steps to its neighbours.
+    if not EARLIEST_DATE <= day <= LATEST_DATE:
+        return _today()
+    return day
 
 
 @calendars.before_request
