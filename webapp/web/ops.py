@@ -15,7 +15,6 @@ from flask import Blueprint, Response, current_app, make_response, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
-    GaugeHistogramMetricFamily,
     GaugeMetricFamily,
 )
 from redis import Redis
@@ -41,7 +40,7 @@ ops = Blueprint("ops", __name__)
 # Seconds; Redis on the same host answers in milliseconds.
 REDIS_TIMEOUT = 2
 # Upper bounds of the attempt-duration buckets, in seconds.
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+DURATION_QUANTILES = (0.5, 0.9, 0.99, 1.0)
 # Attempts that feed the duration histogram, newest first.
 DURATION_SAMPLE = 10_000
 
@@ -219,7 +218,7 @@ class DeliveryCollector:
             total.add_metric([outcome.value], overall.get(outcome.value, 0))
             recent.add_metric([outcome.value], last_hour.get(outcome.value, 0))
         yield from (total, recent)
-        yield self._duration_histogram(since)
+        yield self._duration_quantiles(since)
 
     def _attempts_by_outcome(self, *conditions) -> dict[str, int]:
         return dict(
@@ -230,30 +229,35 @@ class DeliveryCollector:
             ).all()
         )
 
-    def _duration_histogram(self, since: datetime) -> GaugeHistogramMetricFamily:
-        # A window, not a running total: buckets may shrink between scrapes,
-        # which is what a gauge histogram says.
-        durations = self.session.scalars(
-            select(DeliveryAttempt.duration_ms)
-            .where(
-                DeliveryAttempt.attempted_at >= since,
-                DeliveryAttempt.duration_ms.is_not(None),
-            )
-            .order_by(DeliveryAttempt.id.desc())
-            .limit(DURATION_SAMPLE)
-        ).all()
-        seconds = [ms / 1000 for ms in durations]
-        buckets = [
-            (str(bound), sum(1 for value in seconds if value <= bound))
-            for bound in DURATION_BUCKETS
-        ]
-        buckets.append(("+Inf", len(seconds)))
-        return GaugeHistogramMetricFamily(
-            "comms_delivery_attempt_duration_seconds",
-            "SMTP time of the delivery attempts of the last hour.",
-            buckets=buckets,
-            gsum_value=sum(seconds),
+    def _duration_quantiles(self, since: datetime) -> GaugeMetricFamily:
+        # Quantiles of a recent window as gauges: a cumulative histogram
+        # would need a running total no single process keeps.
+        durations = sorted(
+            self.session.scalars(
+                select(DeliveryAttempt.duration_ms)
+                .where(
+                    DeliveryAttempt.attempted_at >= since,
+                    DeliveryAttempt.duration_ms.is_not(None),
+                )
+                .order_by(DeliveryAttempt.id.desc())
+                .limit(DURATION_SAMPLE)
+            ).all()
         )
+        family = GaugeMetricFamily(
+            "comms_delivery_attempt_seconds_last_hour",
+            "SMTP time of the delivery attempts of the last hour, by quantile.",
+            labels=["quantile"],
+        )
+        for quantile in DURATION_QUANTILES:
+            value = _quantile(durations, quantile) / 1000 if durations else 0.0
+            family.add_metric([str(quantile)], value)
+        return family
+
+
+def _quantile(ordered: list[int], quantile: float) -> float:
+    """Nearest-rank quantile of an ordered, non-empty list."""
+    index = min(len(ordered) - 1, max(0, round(quantile * len(ordered)) - 1))
+    return ordered[index]
 
 
 def _token_accepted() -> bool:
