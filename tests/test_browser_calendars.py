@@ -112,8 +112,8 @@ def test_therapist_month_navigates_without_reload_and_opens_a_call(
     page.goto(f"{live_server}/therapeuten/{therapist.id}/kalender")
     calendar = page.locator("#calendar")
     expect(calendar.get_by_role("heading", name="Dezember 2026")).to_be_visible()
-    expect(calendar.locator(".cooling-note")).to_have_text(
-        "Kontaktpause bis 18.12.2026"
+    expect(calendar.locator(".cooling-note")).to_contain_text(
+        "Kontaktpause bis 17.12.2026"
     )
     expect(calendar.locator(".phone-windows")).to_contain_text(
         "Telefonisch erreichbar: Mo 09:00–09:50, Do 13:00–13:25"

@@ -370,7 +370,8 @@ def test_month_page_shows_title_windows_cooling_and_entries(logged_in_client, cl
     assert "<html" in html
     assert "Dezember 2026" in html
     assert "Mo 09:00–09:50, Do 13:00–13:25" in html
-    assert "Kontaktpause bis 18.12.2026" in html
+    assert "Kontaktpause bis 17.12.2026" in html
+    assert "Kontakt ab 18.12.2026" in html
     assert f'href="/emails/{email.id}"' in html
     assert "14:35" in html
     assert f'href="/anrufe/{call.id}/kalendereintrag"' in html

@@ -257,6 +257,11 @@ class CoolingPeriod:
         """Tell whether the day lies inside the pause."""
         return self.start <= day < self.until
 
+    @property
+    def last_day(self) -> date:
+        """The last day without contact, as people read "bis"."""
+        return self.until - timedelta(days=1)
+
 
 def cooling_period(
     session: Session, therapist: Therapist, today: date, zone: ZoneInfo = BERLIN
