@@ -75,6 +75,27 @@ def seed_call(clock, last_name: str = "Weiß", requests: int = 2, **fields):
     return call
 
 
+def board_groups(page: Page) -> dict[str, list[str]]:
+    """Map each heading of the list to the ids of the cards below it."""
+    return page.evaluate(
+        """() => {
+          const groups = {};
+          let current = null;
+          for (const node of document.querySelectorAll(
+            "#call-board h2.board-group, #call-board .call-card"
+          )) {
+            if (node.matches("h2")) {
+              current = node.textContent.trim();
+              groups[current] = [];
+            } else {
+              groups[current].push(node.id);
+            }
+          }
+          return groups;
+        }"""
+    )
+
+
 def open_heute(page: Page, base_url: str) -> None:
     """Go to "Heute" through the main navigation."""
     page.get_by_role("link", name="Heute", exact=True).click()
@@ -115,6 +136,10 @@ def test_no_answer_moves_the_call_to_a_later_day(
     expect(card).to_contain_text("Neuer Versuch geplant: Mi 09.12.2026 09:00")
     expect(card.locator(".call-badge")).to_have_text("Keine Antwort")
     expect(card.get_by_text("Ergebnis erfassen")).to_have_count(0)
+    # The counters follow at once, long before the next poll.
+    expect(page.locator("#board-title")).to_contain_text("0 offen")
+    expect(page.locator("#board-title")).to_contain_text("1 erledigt")
+    expect(card.locator(".notice")).to_contain_text("Ergebnis gespeichert.")
     screenshot(page, "heute-neuer-versuch")
 
     card.get_by_role("link", name="Mi 09.12.2026 09:00").click()
@@ -155,7 +180,7 @@ def test_a_decline_shows_the_cooling_period_in_the_calendar(
 
     card.get_by_role("link", name="Kontaktkalender").click()
     expect(page).to_have_url(re.compile(rf"/therapeuten/{call.therapist_id}/kalender"))
-    expect(page.locator(".cooling-note")).to_contain_text("Kontaktpause bis 04.01.2027")
+    expect(page.locator(".cooling-note")).to_contain_text("Kontaktpause bis 03.01.2027")
     screenshot(page, "kalender-kontaktpause")
 
 
@@ -209,6 +234,8 @@ def test_moving_a_call_needs_a_reason(page: Page, live_server, coordinator, cloc
     card = page.locator(f"#call-{call.id}")
     expect(card).to_contain_text("Verschoben auf Mi 09.12.2026 09:25.")
     expect(card).to_contain_text("Neuer Termin: Mi 09.12.2026 09:25")
+    expect(page.locator("#board-title")).to_contain_text("0 offen")
+    expect(page.locator("#board-title")).to_contain_text("1 verschoben")
     screenshot(page, "heute-verschoben")
     moved = db.session.query(PhoneCall).filter_by(previous_call_id=call.id).one()
     assert moved.planned_start == datetime(2026, 12, 9, 8, 25)
@@ -235,6 +262,9 @@ def test_cancelling_asks_first(page: Page, live_server, coordinator, clock):
     expect(page.locator(f"#call-{call.id}")).to_contain_text(
         "Abgesagt: Praxis vorübergehend geschlossen"
     )
+    expect(card.locator(".call-badge")).to_have_text("Abgesagt")
+    expect(page.locator("#board-title")).to_contain_text("0 offen")
+    expect(page.locator("#board-title")).to_contain_text("1 abgesagt")
 
 
 def test_a_reply_recorded_from_the_history_cancels_the_follow_up(
@@ -291,9 +321,9 @@ def test_a_reply_recorded_from_the_history_cancels_the_follow_up(
     # The follow-up call and, for the cooling period, the overdue one.
     expect(panel.locator(".notice")).to_contain_text("2 geplante Anrufe abgesagt.")
     expect(panel.locator(".notice")).to_contain_text("Bestätigung")
-    expect(panel.locator(".notice")).to_contain_text("Kontaktpause bis 04.01.2027")
+    expect(panel.locator(".notice")).to_contain_text("Kontaktpause bis 02.01.2027")
     expect(panel.locator(".reply-side .history-reply")).to_contain_text("05.12.2026")
-    expect(panel.locator(".cooling-state")).to_contain_text("04.01.2027")
+    expect(panel.locator(".cooling-state")).to_contain_text("02.01.2027")
     screenshot(page, "antwort-gespeichert")
 
     # The coordinator lifts the cooling period again, with a reason.
@@ -303,3 +333,48 @@ def test_a_reply_recorded_from_the_history_cancels_the_follow_up(
     expect(panel.locator(".cooling-box .notice")).to_have_text(
         "Kontaktpause aufgehoben."
     )
+
+
+def test_an_overdue_call_recorded_today_stays_under_erledigt(
+    page: Page, live_server, coordinator, clock
+):
+    therapist = make_therapist(phone_availability=WINDOWS, last_name="Freitag")
+    overdue = PhoneCall(
+        therapist_id=therapist.id,
+        planned_start=datetime(2026, 12, 4, 9, 0),  # Friday, never recorded
+        status=CallStatus.PLANNED,
+    )
+    db.session.add(overdue)
+    db.session.commit()
+    today = seed_call(clock, requests=1)
+    problems = []
+    page.on(
+        "console",
+        lambda message: (
+            problems.append(message.text) if message.type == "error" else None
+        ),
+    )
+    log_in(page, live_server, coordinator.email)
+    open_heute(page, live_server)
+    summary = page.locator("#board-title")
+    expect(summary).to_contain_text("2 offen")
+    expect(summary).to_contain_text("1 überfällig")
+
+    card = page.locator(f"#call-{overdue.id}")
+    card.get_by_text("Ergebnis erfassen").click()
+    card.get_by_label("Besetzt").check()
+    card.get_by_role("button", name="Ergebnis speichern").click()
+    expect(page.locator(f"#call-{overdue.id} .call-badge")).to_have_text("Besetzt")
+    expect(summary).to_contain_text("1 offen")
+    expect(summary).not_to_contain_text("überfällig")
+    expect(summary).to_contain_text("1 erledigt")
+
+    page.reload()
+    expect(page.locator("#board-title")).to_contain_text("1 erledigt")
+    assert board_groups(page) == {
+        "Geplant": [f"call-{today.id}"],
+        "Erledigt": [f"call-{overdue.id}"],
+    }
+    expect(page.locator(f"#call-{overdue.id} .call-date")).to_have_text("04.12.2026")
+    screenshot(page, "heute-erledigt-ueberfaellig")
+    assert problems == []

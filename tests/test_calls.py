@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tests.factories import make_request, make_therapist
+from tests.factories import make_request, make_sent_email, make_therapist
 from webapp.calls import (
     call_board,
     cancel_call,
@@ -552,6 +552,118 @@ def test_the_board_lists_overdue_then_today_in_time_order(app, clock, coordinato
     assert board.done[0].next_call.planned_start == WEDNESDAY_0900
 
 
+def test_the_board_keeps_every_call_handled_today_whatever_its_day(
+    app, clock, coordinator
+):
+    therapist = therapist_with_windows()
+
+    def stored(planned_start, status=CallStatus.PLANNED, **fields) -> PhoneCall:
+        call = PhoneCall(
+            therapist_id=therapist.id,
+            planned_start=planned_start,
+            status=status,
+            **fields,
+        )
+        db.session.add(call)
+        db.session.commit()
+        return call
+
+    friday = datetime(2026, 12, 4, 9, 0)
+    overdue_recorded = stored(friday)
+    overdue_cancelled = stored(friday + timedelta(minutes=5))
+    # Handled before today: not part of today's work.
+    stored(
+        datetime(2026, 12, 3, 9, 0),
+        CallStatus.FAILED,
+        outcome=CallOutcome.BUSY,
+        recorded_at=friday,
+    )
+    stored(datetime(2026, 12, 3, 9, 5), CallStatus.CANCELLED, updated_at=friday)
+    # A later try, recorded early today from its own page.
+    early = stored(WEDNESDAY_0900 + timedelta(minutes=30))
+    today_recorded = planned_call(clock)  # 09:05
+    today_moved = planned_call(clock)  # 09:10
+    today_cancelled = planned_call(clock)  # 09:15
+    still_open = planned_call(clock)  # 09:20
+
+    record_outcome(db.session, clock, overdue_recorded, coordinator, "besetzt")
+    cancel_call(db.session, clock, overdue_cancelled, coordinator, "Praxis zu")
+    record_outcome(db.session, clock, early, coordinator, "mailbox")
+    record_outcome(db.session, clock, today_recorded, coordinator, "besetzt")
+    moved = move_call(db.session, clock, today_moved, coordinator, "Wunsch")
+    cancel_call(db.session, clock, today_cancelled, coordinator, "Urlaub")
+
+    board = call_board(db.session, clock)
+
+    assert board.overdue == []
+    # The move took the next free slot of the day, so it is still open today.
+    assert {card.call for card in board.planned} == {still_open, moved}
+    assert [card.call for card in board.done] == [
+        overdue_recorded,
+        today_recorded,
+        early,
+    ]
+    assert [card.call for card in board.cancelled] == [
+        overdue_cancelled,
+        today_moved,
+        today_cancelled,
+    ]
+    assert [card.moved for card in board.cancelled] == [False, True, False]
+    assert board.open_count == 2
+    assert (board.moved_count, board.cancelled_count) == (1, 2)
+
+
+def test_an_overdue_call_recorded_today_stays_on_heute_as_done(
+    app, clock, logged_in_client
+):
+    therapist = therapist_with_windows(last_name="Freitag")
+    overdue = PhoneCall(
+        therapist_id=therapist.id,
+        planned_start=datetime(2026, 12, 4, 9, 0),
+        status=CallStatus.PLANNED,
+    )
+    db.session.add(overdue)
+    db.session.commit()
+    logged_in_client.post(
+        f"/anrufe/{overdue.id}/ergebnis",
+        data={f"call{overdue.id}-outcome": "besetzt"},
+        headers=HTMX,
+    )
+
+    html = logged_in_client.get("/heute").get_data(as_text=True)
+
+    done_at = html.index('<h2 class="board-group">Erledigt</h2>')
+    assert html.index(f'id="call-{overdue.id}"') > done_at
+    assert "0 offen" in html and "1 erledigt" in html
+    assert "überfällig</span>" not in html
+
+
+def test_moved_and_cancelled_calls_have_their_own_group_and_counts(
+    app, clock, logged_in_client, coordinator
+):
+    moved = planned_call(clock)
+    cancelled = planned_call(clock)
+    recorded = planned_call(clock)
+    move_call(db.session, clock, moved, coordinator, "Wunsch", WEDNESDAY_0900)
+    cancel_call(db.session, clock, cancelled, coordinator, "Urlaub")
+    record_outcome(db.session, clock, recorded, coordinator, "besetzt")
+
+    html = logged_in_client.get("/heute").get_data(as_text=True)
+
+    assert "0 offen" in html
+    assert "1 erledigt" in html
+    assert "1 verschoben" in html
+    assert "1 abgesagt" in html
+    group = html.index('<h2 class="board-group">Verschoben und abgesagt</h2>')
+    assert html.index('<h2 class="board-group">Erledigt</h2>') < group
+    assert html.index(f'id="call-{recorded.id}"') < group
+    assert html.index(f'id="call-{moved.id}"') > group
+    assert html.index(f'id="call-{cancelled.id}"') > group
+    assert 'state-verschoben">Verschoben</span>' in html
+    assert 'state-abgebrochen">Abgesagt</span>' in html
+    assert "Abgebrochen" not in html
+
+
 # Views ----------------------------------------------------------------------
 
 HTMX = {"HX-Request": "true"}
@@ -716,11 +828,13 @@ def test_recording_a_call_twice_says_it_is_no_longer_planned(
     data = {f"call{call.id}-outcome": "besetzt"}
     logged_in_client.post(f"/anrufe/{call.id}/ergebnis", data=data, headers=HTMX)
 
-    html = logged_in_client.post(
+    response = logged_in_client.post(
         f"/anrufe/{call.id}/ergebnis", data=data, headers=HTMX
-    ).get_data(as_text=True)
+    )
 
-    assert "nicht mehr geplant" in html
+    assert "nicht mehr geplant" in response.get_data(as_text=True)
+    # The view was stale, so the counters reload as well.
+    assert response.headers["HX-Trigger"] == "calls-changed"
     assert len(calls_of(call.therapist_id)) == 2
 
 
@@ -826,3 +940,149 @@ def test_the_move_form_of_a_recorded_call_says_it_is_done(
     ).get_data(as_text=True)
 
     assert html == '<p class="hint">Dieser Anruf ist nicht mehr geplant.</p>'
+
+
+# Counters after card actions ------------------------------------------------
+
+
+def test_the_counters_reload_on_calls_changed(app, clock, logged_in_client):
+    planned_call(clock)
+
+    html = logged_in_client.get("/heute").get_data(as_text=True)
+
+    assert 'hx-get="/heute/stand" hx-trigger="calls-changed from:body"' in html
+
+
+@pytest.mark.parametrize("action", ["outcome", "move", "cancel"])
+def test_every_card_action_tells_the_counters_to_reload(
+    app, clock, logged_in_client, action
+):
+    call = planned_call(clock)
+    url, data, counter = {
+        "outcome": (
+            "ergebnis",
+            {f"call{call.id}-outcome": "besetzt"},
+            "1 erledigt",
+        ),
+        "move": (
+            "verschieben",
+            {
+                f"move{call.id}-slot": "2026-12-09T08:00:00",
+                f"move{call.id}-reason": "Wunsch",
+            },
+            "1 verschoben",
+        ),
+        "cancel": ("absagen", {f"cancel{call.id}-reason": "Urlaub"}, "1 abgesagt"),
+    }[action]
+    before = logged_in_client.get("/heute/stand", headers=HTMX).get_data(as_text=True)
+    assert "1 offen" in before and counter not in before
+
+    response = logged_in_client.post(
+        f"/anrufe/{call.id}/{url}", data=data, headers=HTMX
+    )
+
+    assert response.headers["HX-Trigger"] == "calls-changed"
+    after = logged_in_client.get("/heute/stand", headers=HTMX).get_data(as_text=True)
+    assert after.lstrip().startswith('<p id="board-title"')
+    assert "0 offen" in after and counter in after
+
+
+def test_a_refused_card_action_changes_no_counter(app, clock, logged_in_client):
+    call = planned_call(clock)
+
+    response = logged_in_client.post(
+        f"/anrufe/{call.id}/absagen", data={}, headers=HTMX
+    )
+
+    assert "Bitte einen Grund angeben." in response.get_data(as_text=True)
+    assert "HX-Trigger" not in response.headers
+
+
+def test_the_counters_need_a_login(client):
+    response = client.get("/heute/stand")
+
+    assert response.status_code == 302
+    assert "/login" in response.headers["Location"]
+
+
+def test_the_counters_alone_are_no_page(app, clock, logged_in_client):
+    response = logged_in_client.get("/heute/stand")
+
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/heute")
+
+
+# Wording --------------------------------------------------------------------
+
+
+def test_a_cancelled_call_reads_abgesagt_in_the_calendar_too(
+    app, clock, logged_in_client, coordinator
+):
+    call = planned_call(clock)
+    cancel_call(db.session, clock, call, coordinator, "Urlaub")
+
+    panel = logged_in_client.get(
+        f"/anrufe/{call.id}/kalendereintrag", headers=HTMX
+    ).get_data(as_text=True)
+    month = logged_in_client.get(f"/therapeuten/{call.therapist_id}/kalender").get_data(
+        as_text=True
+    )
+
+    assert 'state-abgebrochen">Abgesagt</span>' in panel
+    assert "<dt>Status</dt><dd>Abgesagt</dd>" in panel
+    assert "Anruf · Abgesagt" in month
+    assert "Abgebrochen" not in panel + month
+
+
+def test_the_history_keeps_planned_calls_apart_from_past_contact(
+    app, clock, logged_in_client, coordinator
+):
+    therapist = therapist_with_windows()
+    earlier = planned_call(clock, therapist)
+    record_outcome(db.session, clock, earlier, coordinator, "besetzt")
+    later_try = calls_of(therapist.id)[-1]  # Wednesday 09:00
+    moved = planned_call(clock, therapist)
+    move_call(db.session, clock, moved, coordinator, "Wunsch")
+    today = planned_call(clock, therapist)
+
+    html = logged_in_client.get(f"/anrufe/{today.id}").get_data(as_text=True)
+
+    history = html[html.index('<details class="call-history"') :]
+    upcoming_at = history.index("Weitere geplante Anrufe")
+    past_at = history.index("Bisheriger Kontakt")
+    assert upcoming_at < past_at
+    assert "(2 bisher, 2 geplant)" in history
+    assert "Noch kein früherer Kontakt" not in history
+    assert upcoming_at < history.index("09.12.2026 09:00") < past_at
+    assert upcoming_at < history.index(f"/anrufe/{later_try.id}") < past_at
+    past = history[past_at:]
+    assert "Anruf · Besetzt · 1. Versuch" in past
+    assert "Anruf · Verschoben · 1. Versuch" in past
+    assert "Wunsch" in past and "Verschoben: Wunsch" not in past
+
+
+def test_a_first_call_has_no_past_contact_and_says_so(app, clock, logged_in_client):
+    call = planned_call(clock)
+
+    html = logged_in_client.get(f"/anrufe/{call.id}").get_data(as_text=True)
+
+    assert 'Kontaktverlauf <span class="muted">(0 bisher)</span>' in html
+    assert "Bisheriger Kontakt" in html
+    assert "Noch kein früherer Kontakt." in html
+    assert "Weitere geplante Anrufe" not in html
+
+
+def test_a_decided_request_reads_bereits_zugesagt_on_the_reply_form(
+    app, clock, logged_in_client
+):
+    therapist = therapist_with_windows()
+    email = make_sent_email(therapist, datetime(2026, 11, 27, 10, 0))
+    email.placement_requests = [
+        make_request(therapist, status=PlacementStatus.ACCEPTED)
+    ]
+    db.session.commit()
+
+    html = logged_in_client.get(f"/emails/{email.id}/antwort").get_data(as_text=True)
+
+    assert "(bereits zugesagt)" in html
+    assert "Zugesagt)" not in html

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -504,6 +504,16 @@ class HistoryEntry:
     at: datetime  # naive UTC; a reply's day starts at local midnight
     item: Email | PhoneCall | EmailReply
 
+    @property
+    def planned(self) -> bool:
+        """Tell whether this is a call still to be made, not a past contact."""
+        return self.kind == "call" and self.item.status == CallStatus.PLANNED
+
+    @property
+    def moved(self) -> bool:
+        """Tell whether this is a call that was moved to another slot."""
+        return self.kind == "call" and was_moved(self.item)
+
 
 @dataclass
 class CallCard:
@@ -514,7 +524,15 @@ class CallCard:
     answers: dict[int, str]
     next_call: PhoneCall | None
     cooling_until: date | None
+    # Past contacts, newest first; the therapist's other calls still to be
+    # made, soonest first.
     history: list[HistoryEntry]
+    upcoming: list[HistoryEntry] = field(default_factory=list)
+
+    @property
+    def moved(self) -> bool:
+        """Tell whether the call was moved rather than cancelled."""
+        return was_moved(self.call)
 
     @property
     def open_requests(self) -> list[PlacementRequest]:
@@ -529,40 +547,88 @@ class CallCard:
 
 @dataclass
 class CallBoard:
-    """Overdue calls, today's open calls and today's recorded ones."""
+    """The calls of a day: still open, recorded, moved or cancelled."""
 
     today: date
     now: datetime
     overdue: list[CallCard]
     planned: list[CallCard]
+    # Outcome recorded today, or planned today and recorded.
     done: list[CallCard]
+    # Moved or cancelled: today's calls and overdue ones called off today.
+    cancelled: list[CallCard] = field(default_factory=list)
 
     @property
     def open_count(self) -> int:
         """Calls still to make, overdue ones included."""
         return len(self.overdue) + len(self.planned)
 
+    @property
+    def moved_count(self) -> int:
+        """Calls of the day that were moved to another slot."""
+        return sum(1 for card in self.cancelled if card.moved)
+
+    @property
+    def cancelled_count(self) -> int:
+        """Calls of the day that were cancelled, not moved."""
+        return len(self.cancelled) - self.moved_count
+
 
 def call_board(session: Session, clock: Clock) -> CallBoard:
-    """Collect overdue calls and today's calls in time order."""
+    """Collect the day's calls in time order, each group for itself.
+
+    Open: planned today or overdue. Done: an outcome recorded today, whatever
+    day the call was planned for, and today's calls recorded earlier.
+    Cancelled (moves included): today's calls, and overdue ones called off
+    today, so a call handled today never drops off the list.
+    """
     today = local_today(clock)
     start, end = utc_start_of(today), utc_start_of(today + timedelta(days=1))
+    planned_today = and_(
+        PhoneCall.planned_start >= start, PhoneCall.planned_start < end
+    )
     overdue = _load_calls(
         session,
         PhoneCall.status == CallStatus.PLANNED,
         PhoneCall.planned_start < start,
     )
-    todays = _load_calls(
-        session, PhoneCall.planned_start >= start, PhoneCall.planned_start < end
+    planned = _load_calls(
+        session, PhoneCall.status == CallStatus.PLANNED, planned_today
     )
-    cards = call_cards(session, clock, overdue + todays)
+    done = _load_calls(
+        session,
+        PhoneCall.status.in_((CallStatus.COMPLETED, CallStatus.FAILED)),
+        or_(
+            and_(PhoneCall.recorded_at >= start, PhoneCall.recorded_at < end),
+            planned_today,
+        ),
+    )
+    # Calls only carry updated_at for when they were called off.
+    cancelled = _load_calls(
+        session,
+        PhoneCall.status == CallStatus.CANCELLED,
+        or_(
+            planned_today,
+            and_(
+                PhoneCall.planned_start < start,
+                PhoneCall.updated_at >= start,
+                PhoneCall.updated_at < end,
+            ),
+        ),
+    )
+    groups = (overdue, planned, done, cancelled)
+    cards = call_cards(session, clock, [call for group in groups for call in group])
     by_id = {card.call.id: card for card in cards}
+    overdue_cards, planned_cards, done_cards, cancelled_cards = (
+        [by_id[call.id] for call in group] for group in groups
+    )
     return CallBoard(
         today=today,
         now=clock.now(),
-        overdue=[by_id[call.id] for call in overdue],
-        planned=[by_id[c.id] for c in todays if c.status == CallStatus.PLANNED],
-        done=[by_id[c.id] for c in todays if c.status != CallStatus.PLANNED],
+        overdue=overdue_cards,
+        planned=planned_cards,
+        done=done_cards,
+        cancelled=cancelled_cards,
     )
 
 
@@ -575,22 +641,31 @@ def call_cards(
     start_of_today = utc_start_of(local_today(clock))
     histories = contact_history(session, {call.therapist_id for call in calls})
     answers = call_answers(session, [call.id for call in calls])
-    return [
-        CallCard(
-            call=call,
-            overdue=call.status == CallStatus.PLANNED
-            and call.planned_start < start_of_today,
-            answers=answers.get(call.id, {}),
-            next_call=next_call(session, call),
-            cooling_until=cooling_until(call.therapist, clock),
-            history=[
-                entry
-                for entry in histories.get(call.therapist_id, [])
-                if entry.item is not call
-            ][:HISTORY_LIMIT],
+    cards = []
+    for call in calls:
+        others = [
+            entry
+            for entry in histories.get(call.therapist_id, [])
+            if entry.item is not call
+        ]
+        cards.append(
+            CallCard(
+                call=call,
+                overdue=call.status == CallStatus.PLANNED
+                and call.planned_start < start_of_today,
+                answers=answers.get(call.id, {}),
+                next_call=next_call(session, call),
+                cooling_until=cooling_until(call.therapist, clock),
+                history=[entry for entry in others if not entry.planned][
+                    :HISTORY_LIMIT
+                ],
+                upcoming=sorted(
+                    (entry for entry in others if entry.planned),
+                    key=lambda entry: entry.at,
+                ),
+            )
         )
-        for call in calls
-    ]
+    return cards
 
 
 def overdue_calls(session: Session, clock: Clock) -> list[PhoneCall]:
@@ -632,13 +707,14 @@ def next_call(session: Session, call: PhoneCall) -> PhoneCall | None:
         )
         if successor is None:
             return None if current is call else current
-        if not _was_moved(successor):
+        if not was_moved(successor):
             return successor
         current = successor
     return current
 
 
-def _was_moved(call: PhoneCall) -> bool:
+def was_moved(call: PhoneCall) -> bool:
+    """Tell whether a call was cancelled because it was moved to another slot."""
     return call.status == CallStatus.CANCELLED and (
         call.change_reason or ""
     ).startswith("Verschoben")

@@ -102,6 +102,10 @@ NEXT_FREE = "naechster"
 GERMAN_DATE = ["%d.%m.%Y", "%Y-%m-%d"]
 NOT_PLANNED = "Dieser Anruf ist nicht mehr geplant; die Ansicht wurde aktualisiert."
 NEED_REASON = "Bitte einen Grund angeben."
+# The action says "Absagen", so a cancelled call reads "Abgesagt" too.
+CALL_STATUS_LABELS = {**CALL_STATE_LABELS, CallStatus.CANCELLED: "Abgesagt"}
+# Tells the counters above the list to reload after a card action.
+CALLS_CHANGED = "calls-changed"
 
 
 # Template helpers -----------------------------------------------------------
@@ -125,7 +129,15 @@ def day_time_de(value: datetime | None) -> str:
 @calls.app_template_filter("call_state_de")
 def call_state_de(state: str | None) -> str:
     """Name a call status or outcome in German."""
-    return CALL_STATE_LABELS.get(state, state or "–")
+    return CALL_STATUS_LABELS.get(state, state or "–")
+
+
+@calls.app_template_filter("call_label_de")
+def call_label_de(call: PhoneCall) -> str:
+    """Say what became of a call: "Verschoben", its outcome or its status."""
+    if call_service.was_moved(call):
+        return "Verschoben"
+    return call_state_de(call.outcome or call.status)
 
 
 @calls.app_template_filter("request_answer_de")
@@ -148,6 +160,7 @@ def _call_helpers() -> dict:
         "placement_label": lambda status: PLACEMENT_LABELS.get(status, status),
         "windows_of": phone_windows,
         "weekday_short": lambda weekday: WEEKDAYS_SHORT[weekday],
+        "is_overdue": lambda call: call_service.is_overdue(call, app_clock()),
         "card_forms": CardForms.fresh,
         "max_attempts": call_service.max_attempts(),
     }
@@ -347,6 +360,16 @@ def today():
     return render_view("calls/today.html", "calls/_board.html", board=board)
 
 
+@calls.route("/heute/stand")
+@login_required
+def board_summary():
+    """Answer the counters above the list, reloaded after each card action."""
+    if not wants_fragment():
+        return redirect(url_for("calls.today"))
+    board = call_service.call_board(db.session, app_clock())
+    return render_template("calls/_board_summary.html", board=board)
+
+
 @calls.route("/anrufe/<int:call_id>")
 @login_required
 def call_detail(call_id: int):
@@ -361,7 +384,7 @@ def record_outcome(call_id: int):
     """Record a call's outcome and plan what follows."""
     card = _card(call_id)
     if card.call.status != CallStatus.PLANNED:
-        return _card_response(card, Notice(NOT_PLANNED, "warning"))
+        return _card_response(card, Notice(NOT_PLANNED, "warning"), changed=True)
 
     form = outcome_form(card.call, request.form)
     forms = CardForms(
@@ -388,10 +411,12 @@ def record_outcome(call_id: int):
             raise
         return _card_response(_card(call_id), forms=forms, failed=True)
     except InvalidTransition:
-        return _card_response(_card(call_id), Notice(NOT_PLANNED, "warning"))
+        return _card_response(
+            _card(call_id), Notice(NOT_PLANNED, "warning"), changed=True
+        )
 
     queued = _wake_sender(result.effects.confirmation)
-    return _card_response(_card(call_id), _outcome_notice(result, queued))
+    return _card_response(_card(call_id), _outcome_notice(result, queued), changed=True)
 
 
 @calls.route("/anrufe/<int:call_id>/verschieben", methods=["GET", "POST"])
@@ -403,7 +428,7 @@ def move_call(call_id: int):
         if request.method == "GET" and wants_fragment():
             # The lazy load fills a slot inside the card, not the whole card.
             return '<p class="hint">Dieser Anruf ist nicht mehr geplant.</p>'
-        return _card_response(card, Notice(NOT_PLANNED, "warning"))
+        return _card_response(card, Notice(NOT_PLANNED, "warning"), changed=True)
 
     form = move_form(card.call, request.form if request.method == "POST" else None)
     slots_error = _fill_slots(form, card.call)
@@ -437,10 +462,12 @@ def move_call(call_id: int):
         _fill_slots(form, card.call)
         return _card_response(card, forms=forms, failed=True)
     except InvalidTransition:
-        return _card_response(_card(call_id), Notice(NOT_PLANNED, "warning"))
+        return _card_response(
+            _card(call_id), Notice(NOT_PLANNED, "warning"), changed=True
+        )
 
     notice = Notice(f"Verschoben auf {day_time_de(moved.planned_start)}.")
-    return _card_response(_card(call_id), notice)
+    return _card_response(_card(call_id), notice, changed=True)
 
 
 @calls.route("/anrufe/<int:call_id>/absagen", methods=["POST"])
@@ -449,7 +476,7 @@ def cancel_call(call_id: int):
     """Cancel a planned call with a reason."""
     card = _card(call_id)
     if card.call.status != CallStatus.PLANNED:
-        return _card_response(card, Notice(NOT_PLANNED, "warning"))
+        return _card_response(card, Notice(NOT_PLANNED, "warning"), changed=True)
 
     form = cancel_form(card.call, request.form)
     forms = CardForms.fresh(card)
@@ -465,8 +492,10 @@ def cancel_call(call_id: int):
         _apply_error(form, exc)
         return _card_response(_card(call_id), forms=forms, failed=True)
     except InvalidTransition:
-        return _card_response(_card(call_id), Notice(NOT_PLANNED, "warning"))
-    return _card_response(_card(call_id), Notice("Anruf abgesagt."))
+        return _card_response(
+            _card(call_id), Notice(NOT_PLANNED, "warning"), changed=True
+        )
+    return _card_response(_card(call_id), Notice("Anruf abgesagt."), changed=True)
 
 
 def _card(call_id: int) -> call_service.CallCard:
@@ -480,12 +509,19 @@ def _card_response(
     notice: Notice | None = None,
     forms: CardForms | None = None,
     failed: bool = False,
+    changed: bool = False,
 ) -> Response | str:
-    """Answer a card action: the card for htmx, else a page or a redirect."""
+    """Answer a card action: the card for htmx, else a page or a redirect.
+
+    `changed` says the day's calls changed, so the counters reload at once.
+    """
     if wants_fragment():
-        return render_template(
-            "calls/_card.html", card=card, notice=notice, forms=forms
+        response = make_response(
+            render_template("calls/_card.html", card=card, notice=notice, forms=forms)
         )
+        if changed:
+            response.headers["HX-Trigger"] = CALLS_CHANGED
+        return response
     if failed:
         page = render_template("calls/call.html", card=card, forms=forms)
         return make_response(page, 422)
