@@ -173,7 +173,7 @@ def test_a_decline_shows_the_cooling_period_in_the_calendar(
 
     card = page.locator(f"#call-{call.id}")
     expect(card.locator(".cooling-state")).to_contain_text(
-        "Kontaktpause bis 04.01.2027"
+        "Kontakt wieder ab 04.01.2027"
     )
     expect(card.locator(".call-requests")).to_contain_text("Abgesagt")
     screenshot(page, "heute-absage")
@@ -321,7 +321,7 @@ def test_a_reply_recorded_from_the_history_cancels_the_follow_up(
     # The follow-up call and, for the cooling period, the overdue one.
     expect(panel.locator(".notice")).to_contain_text("2 geplante Anrufe abgesagt.")
     expect(panel.locator(".notice")).to_contain_text("Bestätigung")
-    expect(panel.locator(".notice")).to_contain_text("Kontaktpause bis 02.01.2027")
+    expect(panel.locator(".notice")).to_contain_text("Kontakt wieder ab 02.01.2027")
     expect(panel.locator(".reply-side .history-reply")).to_contain_text("05.12.2026")
     expect(panel.locator(".cooling-state")).to_contain_text("02.01.2027")
     screenshot(page, "antwort-gespeichert")

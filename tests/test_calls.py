@@ -816,7 +816,7 @@ def test_a_decline_shows_the_cooling_period_on_the_card(app, clock, logged_in_cl
         headers=HTMX,
     ).get_data(as_text=True)
 
-    assert "Kontaktpause bis <strong>04.01.2027</strong>" in html
+    assert "Kontakt wieder ab <strong>04.01.2027</strong>" in html
     assert "Kontaktpause aufheben oder verkürzen" in html
     assert "Abgesagt" in html
 
@@ -896,7 +896,7 @@ def test_cooling_override_page_lifts_the_period(app, clock, logged_in_client):
     prefix = f"cooling{therapist.id}"
 
     page = logged_in_client.get(url).get_data(as_text=True)
-    assert "Kontaktpause bis <strong>04.01.2027</strong>" in page
+    assert "Kontakt wieder ab <strong>04.01.2027</strong>" in page
 
     refused = logged_in_client.post(
         url, data={f"{prefix}-reason": ""}, headers=HTMX

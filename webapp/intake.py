@@ -455,7 +455,7 @@ def _emailable_therapist(
     if kind in CAPPED_KINDS and cooling_until and cooling_until > local_today(clock):
         raise ValidationFailed(
             "therapist_id",
-            f"Kontaktpause bis {cooling_until:%d.%m.%Y}",
+            f"Kontaktpause, Kontakt wieder ab {cooling_until:%d.%m.%Y}",
         )
     if kind in BATCHING_KINDS:
         # Mirrors the unique index uq_emails_one_draft, to answer in words.

@@ -581,7 +581,7 @@ def _outcome_notice(result: call_service.OutcomeResult, queued: bool) -> Notice:
     elif effects.confirmation_missing:
         parts.append("Keine E-Mail-Adresse: Bitte die Zusage anders bestätigen.")
     if effects.cooling_until is not None:
-        parts.append(f"Kontaktpause bis {effects.cooling_until:%d.%m.%Y}.")
+        parts.append(f"Kontakt wieder ab {effects.cooling_until:%d.%m.%Y}.")
     if effects.cancelled_calls:
         count = len(effects.cancelled_calls)
         parts.append(
@@ -679,7 +679,7 @@ def _reply_notice(result, queued: bool) -> Notice:
             "Warteschlange erreichbar ist."
         )
     if effects.cooling_until is not None:
-        parts.append(f"Kontaktpause bis {effects.cooling_until:%d.%m.%Y}.")
+        parts.append(f"Kontakt wieder ab {effects.cooling_until:%d.%m.%Y}.")
     if effects.ignored:
         parts.append(
             "Antworten zu bereits entschiedenen Platzanfragen ändern nichts mehr."
