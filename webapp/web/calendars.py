@@ -45,9 +45,10 @@ calendars = Blueprint("calendars", __name__)
 
 VIEWS = ("monat", "woche")
 
+# The action says "Absagen", so a cancelled call reads "Abgesagt".
 CALL_STATE_LABELS = {
     CallStatus.PLANNED: "Geplant",
-    CallStatus.CANCELLED: "Abgebrochen",
+    CallStatus.CANCELLED: "Abgesagt",
     CallStatus.COMPLETED: "Abgeschlossen",
     CallStatus.FAILED: "Fehlgeschlagen",
     CallOutcome.REACHED: "Erreicht",
@@ -131,7 +132,6 @@ def _keep_out_of_caches(response: Response) -> Response:
 @calendars.context_processor
 def _calendar_helpers() -> dict:
     return {
-        "call_state_label": lambda state: CALL_STATE_LABELS.get(state, state),
         "email_state_label": lambda state: EMAIL_STATE_LABELS.get(state, state),
         "answer_label": lambda answer: ANSWER_LABELS.get(answer, answer or "–"),
         "weekday_short": lambda weekday: WEEKDAYS_SHORT[weekday],

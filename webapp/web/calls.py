@@ -102,8 +102,6 @@ NEXT_FREE = "naechster"
 GERMAN_DATE = ["%d.%m.%Y", "%Y-%m-%d"]
 NOT_PLANNED = "Dieser Anruf ist nicht mehr geplant; die Ansicht wurde aktualisiert."
 NEED_REASON = "Bitte einen Grund angeben."
-# The action says "Absagen", so a cancelled call reads "Abgesagt" too.
-CALL_STATUS_LABELS = {**CALL_STATE_LABELS, CallStatus.CANCELLED: "Abgesagt"}
 # Tells the counters above the list to reload after a card action.
 CALLS_CHANGED = "calls-changed"
 
@@ -129,7 +127,7 @@ def day_time_de(value: datetime | None) -> str:
 @calls.app_template_filter("call_state_de")
 def call_state_de(state: str | None) -> str:
     """Name a call status or outcome in German."""
-    return CALL_STATUS_LABELS.get(state, state or "–")
+    return CALL_STATE_LABELS.get(state, state or "–")
 
 
 @calls.app_template_filter("call_label_de")
