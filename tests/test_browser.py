@@ -6,7 +6,6 @@ Set SCREENSHOT_DIR to keep screenshots of the drafts page and the preview.
 import os
 import signal
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -15,6 +14,7 @@ from rq import Queue
 from rq.job import Job
 from rq.registry import FinishedJobRegistry, StartedJobRegistry
 
+from tests.browser_helpers import log_in, screenshot
 from tests.factories import make_request, make_sent_email, make_therapist
 from webapp.batching import run_batching
 from webapp.clock import system_clock
@@ -30,23 +30,6 @@ RECIPIENT = "praxis.weiss@example.org"
 def browser_context_args(browser_context_args):
     """A browser set up like the staff's: German locale, Berlin time."""
     return {**browser_context_args, "locale": "de-DE", "timezone_id": "Europe/Berlin"}
-
-
-def screenshot(page: Page, name: str) -> None:
-    """Save a full-page screenshot when SCREENSHOT_DIR is set."""
-    folder = os.environ.get("SCREENSHOT_DIR")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
-
-
-def log_in(page: Page, base_url: str, email: str) -> None:
-    """Sign in through the login form and land on the drafts page."""
-    page.goto(f"{base_url}/login")
-    page.get_by_label("E-Mail").fill(email)
-    page.get_by_label("Passwort").fill("geheim-123")
-    page.get_by_role("button", name="Anmelden").click()
-    expect(page.get_by_role("heading", name="Entwürfe", exact=True)).to_be_visible()
 
 
 def test_draft_goes_from_batching_through_preview_and_approval_to_the_inbox(

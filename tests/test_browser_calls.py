@@ -3,14 +3,13 @@
 Set SCREENSHOT_DIR to keep screenshots of the pages.
 """
 
-import os
 import re
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.browser_helpers import log_in, screenshot
 from tests.factories import make_request, make_sent_email, make_therapist
 from webapp.clock import FixedClock
 from webapp.extensions import db
@@ -43,23 +42,6 @@ def clock(app, monkeypatch) -> FixedClock:
     fixed = FixedClock(NOW)
     monkeypatch.setitem(app.config, "CLOCK", fixed)
     return fixed
-
-
-def screenshot(page: Page, name: str) -> None:
-    """Save a full-page screenshot when SCREENSHOT_DIR is set."""
-    folder = os.environ.get("SCREENSHOT_DIR")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
-
-
-def log_in(page: Page, base_url: str, email: str) -> None:
-    """Sign in through the login form."""
-    page.goto(f"{base_url}/login")
-    page.get_by_label("E-Mail").fill(email)
-    page.get_by_label("Passwort").fill("geheim-123")
-    page.get_by_role("button", name="Anmelden").click()
-    expect(page.get_by_role("heading", name="Entwürfe", exact=True)).to_be_visible()
 
 
 def seed_call(clock, last_name: str = "Weiß", requests: int = 2, **fields):

@@ -11,9 +11,9 @@ import pytest
 from playwright.sync_api import Page, expect
 from rq import Queue, Worker
 
+from tests.browser_helpers import log_in, screenshot
 from tests.conftest import create_user
 from tests.factories import make_therapist
-from tests.test_browser import log_in, screenshot
 from tests.test_supervision import make_email, store_alert, store_attempt
 from webapp.clock import system_clock
 from webapp.extensions import db
