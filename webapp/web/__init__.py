@@ -15,6 +15,7 @@ def register_web(app: Flask) -> None:
     from webapp.web.mailbox import mailbox
     from webapp.web.ops import ops
     from webapp.web.supervision import supervision
+    from webapp.web.therapists import therapists
 
     app.register_blueprint(auth)
     app.register_blueprint(dashboard)
@@ -24,6 +25,7 @@ def register_web(app: Flask) -> None:
     app.register_blueprint(ops)
     app.register_blueprint(supervision)
     app.register_blueprint(calls)
+    app.register_blueprint(therapists)
     filters.register(app)
     errors.register(app)
     app.after_request(_security_headers)
