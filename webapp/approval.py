@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from webapp.clock import Clock
 from webapp.exceptions import InvalidTransition, WeeklyCapExceeded
-from webapp.message import build_mime, new_message_id
+from webapp.message import email_mime, new_message_id
 from webapp.models import (
     CAPPED_KINDS,
     Email,
@@ -175,16 +175,7 @@ def _queue(
     email: Email, user: User | None, now: datetime, not_before: datetime | None
 ) -> None:
     email.message_id = email.message_id or new_message_id(email.sender_email)
-    email.mime_bytes = build_mime(
-        subject=email.subject,
-        sender_name=email.sender_name,
-        sender_email=email.sender_email,
-        recipient_name=email.recipient_name,
-        recipient_email=email.recipient_email,
-        message_id=email.message_id,
-        html=email.body_html,
-        text=email.body_text,
-    )
+    email.mime_bytes = email_mime(email, email.message_id)
     email.status = EmailStatus.QUEUED
     email.approved_by = user
     email.approved_at = now

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from webapp.call_planning import plan_calls
 from webapp.clock import Clock, FixedClock, local_today
 from webapp.drafting import create_draft
-from webapp.message import build_mime, new_message_id
+from webapp.message import email_mime, new_message_id
 from webapp.models import (
     AttemptOutcome,
     CallReason,
@@ -176,16 +176,7 @@ def _sent_emails(session, clock, rng, count) -> list:
 
 def _mark_sent(email, sent_at: datetime) -> None:
     email.message_id = new_message_id(email.sender_email)
-    email.mime_bytes = build_mime(
-        subject=email.subject,
-        sender_name=email.sender_name,
-        sender_email=email.sender_email,
-        recipient_name=email.recipient_name,
-        recipient_email=email.recipient_email,
-        message_id=email.message_id,
-        html=email.body_html,
-        text=email.body_text,
-    )
+    email.mime_bytes = email_mime(email, email.message_id)
     email.status = EmailStatus.SENT
     email.approved_at = email.queued_at = email.next_attempt_at = sent_at
     email.claimed_by = "demo"

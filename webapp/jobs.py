@@ -57,7 +57,6 @@ def send_due_emails(priority: int) -> dict:
         policy = SendPolicy(
             chunk_size=config["SEND_CHUNK_SIZE"],
             retry_intervals=config["RETRY_INTERVALS"],
-            cap_days=config["WEEKLY_CAP_DAYS"],
         )
         report = send(
             db.session,

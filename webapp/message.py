@@ -66,6 +66,20 @@ def build_mime(
     return message.as_bytes(policy=_SMTP_POLICY)
 
 
+def email_mime(email, message_id: str, recipient_email: str | None = None) -> bytes:
+    """Serialise a stored Email row; the recipient may be a corrected one."""
+    return build_mime(
+        subject=email.subject,
+        sender_name=email.sender_name,
+        sender_email=email.sender_email,
+        recipient_name=email.recipient_name,
+        recipient_email=recipient_email or email.recipient_email,
+        message_id=message_id,
+        html=email.body_html,
+        text=email.body_text,
+    )
+
+
 def with_date(mime_bytes: bytes, when: datetime) -> bytes:
     """Prepend the Date header for the moment of sending."""
     stamp = format_datetime(when.replace(tzinfo=UTC))

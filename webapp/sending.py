@@ -68,7 +68,6 @@ class SendPolicy:
 
     chunk_size: int = 200
     retry_intervals: list[int] = field(default_factory=lambda: [60, 300, 900, 3600])
-    cap_days: int = 7
 
 
 @dataclass

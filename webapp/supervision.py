@@ -32,7 +32,7 @@ from webapp import audit
 from webapp.approval import cap_frees_at, lock_therapist
 from webapp.clock import BERLIN, Clock
 from webapp.exceptions import InvalidTransition, ValidationFailed, WeeklyCapExceeded
-from webapp.message import build_mime, new_message_id
+from webapp.message import email_mime, new_message_id
 from webapp.models import (
     CAPPED_KINDS,
     Alert,
@@ -435,16 +435,7 @@ def requeue(
 
     recipient = address or email.recipient_email
     message_id = email.message_id or new_message_id(email.sender_email)
-    mime = build_mime(
-        subject=email.subject,
-        sender_name=email.sender_name,
-        sender_email=email.sender_email,
-        recipient_name=email.recipient_name,
-        recipient_email=recipient,
-        message_id=message_id,
-        html=email.body_html,
-        text=email.body_text,
-    )
+    mime = email_mime(email, message_id, recipient)
     try:
         # Conditional, so an email a worker claimed meanwhile is left alone.
         changed = session.execute(
